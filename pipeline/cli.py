@@ -1,0 +1,98 @@
+"""The `s2lpo` command line: one command per stage, thin over keyword-only library calls.
+
+Heavy imports (torch, transformers, vllm) live inside command bodies so `--help`
+answers instantly. A `UserError` is printed as one line on stderr with exit status
+2; anything else is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import functools
+import sys
+from pathlib import Path
+from typing import Callable, Optional
+
+import typer
+
+from pipeline import __version__
+from pipeline.errors import UserError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="Small-to-Large Policy Optimization: explore with a small model, train a large one.")
+
+ParamsOpt = typer.Option(None, "--params", "-p", help="params.yaml to read (default: ./params.yaml if present).",
+                         dir_okay=False)
+SetOpt = typer.Option([], "--set", "-s", metavar="KEY=VALUE",
+                      help="Override a key of this stage's params section, e.g. --set learner.sft_steps=200.")
+
+
+def fail(message: str) -> None:
+    """Print one line to stderr and exit 2."""
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(code=2)
+
+
+def user_errors(fn: Callable) -> Callable:
+    """Turn a `UserError` raised anywhere inside a command into a one-line exit."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except UserError as exc:
+            fail(str(exc))
+
+    return wrapper
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"s2lpo {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                      help="Print the version and exit.")) -> None:
+    """s2lpo — stage commands: prepare → explore → train → evaluate."""
+
+
+@app.command()
+@user_errors
+def prepare(params: Optional[Path] = ParamsOpt, overrides: list[str] = SetOpt) -> None:
+    """Build the CPU testbed family: task splits, char tokenizer, explorer and learner, pass@k table."""
+    from pipeline.config import load_stage_config
+    from pipeline.testbed.build import prepare as run_prepare
+    from pipeline.testbed.config import PrepareConfig
+
+    cfg = load_stage_config(PrepareConfig, "prepare", params_path=params, overrides=overrides)
+    run_prepare(cfg, echo=typer.echo)
+
+
+def _not_built(stage: str, issue: str) -> None:
+    fail(f"the {stage} stage is not built yet in s2lpo {__version__} ({issue}); nothing was run")
+
+
+@app.command()
+@user_errors
+def explore(params: Optional[Path] = ParamsOpt, overrides: list[str] = SetOpt) -> None:
+    """Stage 1: fill the rollout bank with explorer samples and cached rewards."""
+    _not_built("explore", "stage 1, the rollout bank")
+
+
+@app.command()
+@user_errors
+def train(params: Optional[Path] = ParamsOpt, overrides: list[str] = SetOpt) -> None:
+    """Stage 2: GRPO on the learner, mixing bank rollouts at an annealed rate."""
+    _not_built("train", "stage 2, GRPO with annealed bank mixing")
+
+
+@app.command()
+@user_errors
+def evaluate(params: Optional[Path] = ParamsOpt, overrides: list[str] = SetOpt) -> None:
+    """pass@k of a model on benchmark files and the testbed's test split."""
+    _not_built("evaluate", "evaluation and diversity diagnostics")
+
+
+if __name__ == "__main__":  # `python -m pipeline.cli`; vLLM spawns processes, so keep the guard
+    sys.exit(app())

@@ -1,0 +1,11 @@
+"""Generation engines: one interface (`Engine.generate`), several real backends.
+
+An engine knows only token ids: it takes tokenised prompts and `SamplingParams`
+and returns, per prompt, `n` `Completion`s with the sampled token ids, their text,
+the log-prob of every sampled token under the model's raw (untempered, unfiltered)
+distribution, and why generation stopped.
+"""
+
+from pipeline.engines.base import Completion, Engine, SamplingParams
+
+__all__ = ["Completion", "Engine", "SamplingParams"]

@@ -1,0 +1,43 @@
+"""The engine contract shared by explorer sampling, online learner rollouts and evaluation."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol, Sequence
+
+FINISH_STOP = "stop"  # the model emitted its end-of-sequence token
+FINISH_LENGTH = "length"  # max_new_tokens ran out first
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    """How to sample. `top_k = 0` and `top_p = 1.0` disable those filters."""
+
+    n: int = 1
+    temperature: float = 1.0
+    top_p: float = 1.0
+    top_k: int = 0
+    max_new_tokens: int = 64
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class Completion:
+    """One sampled response.
+
+    `token_ids` include the end-of-sequence token when `finish_reason == "stop"` (the
+    learner is trained to stop), `text` excludes special tokens, and `logprobs[t]` is
+    log π(token_ids[t] | prefix) under the model's raw distribution (temperature 1,
+    no top-p/top-k), as vLLM reports by default.
+    """
+
+    token_ids: tuple[int, ...]
+    text: str
+    logprobs: tuple[float, ...]
+    finish_reason: str
+
+
+class Engine(Protocol):
+    def generate(self, prompts: Sequence[Sequence[int]], params: SamplingParams) -> list[list[Completion]]:
+        """`params.n` completions for each tokenised prompt, in prompt order."""
+        ...

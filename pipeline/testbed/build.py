@@ -1,0 +1,188 @@
+"""`s2lpo prepare`: build the testbed family — splits, tokenizer, explorer, learner, pass@k.
+
+Layout of `out_dir` (every later stage loads these like hub artifacts):
+
+    train.jsonl, test.jsonl   problems in the question/answer layout (+ `flawed`)
+    explorer/, learner/       `save_pretrained` model + tokenizer (safetensors)
+    passk.json                pass@k of both models on the test split, by subset
+    passk.png                 the same as curves
+    sft_loss.csv              per-step SFT loss of both members
+
+The two members train in parallel processes, one thread each. Everything is built
+in `<out_dir>.partial` and each finished artifact is then renamed into `out_dir`, so
+an interrupted run never leaves a half-written model or split behind.
+"""
+
+from __future__ import annotations
+
+import json
+import multiprocessing as mp
+import os
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+
+from pipeline.data import Problem, write_problems_jsonl
+from pipeline.testbed import task
+from pipeline.testbed.config import MemberRecipe, PrepareConfig
+
+MEMBERS = ("explorer", "learner")
+
+
+def make_splits(cfg: PrepareConfig) -> tuple[list[Problem], list[Problem]]:
+    """Stratified test split (`test_flawed` flawed problems) and a disjoint train split."""
+    rng = np.random.default_rng(cfg.seed)
+    spec = cfg.task
+    seen: set[tuple[int, int, int]] = set()
+
+    def draw(n: int, flawed: bool | None) -> list[tuple[int, int, int]]:
+        out = []
+        while len(out) < n:
+            batch = task.sample_flawed_numbers(rng, n, spec) if flawed else task.sample_numbers(rng, n, spec)
+            for nums in map(lambda r: tuple(int(v) for v in r), batch):
+                ok = flawed is None or task.is_flawed(nums, spec) == flawed
+                if ok and nums not in seen and len(out) < n:
+                    seen.add(nums)
+                    out.append(nums)
+        return out
+
+    n_flawed = cfg.test_flawed if spec.flaw_offset else 0
+    test = draw(n_flawed, True) + draw(cfg.test_size - n_flawed, False if n_flawed else None)
+    train = draw(cfg.train_size, None)
+
+    def problems(split: str, rows) -> list[Problem]:
+        return [Problem(id=f"{split}-{i:05d}", question=task.question(n), answer=task.answer(n),
+                        meta={"flawed": task.is_flawed(n, spec)}) for i, n in enumerate(rows)]
+
+    return problems("train", train), problems("test", test)
+
+
+def prepare(cfg: PrepareConfig, *, echo=print) -> dict:
+    """Build the family into `cfg.out_dir`; returns the pass@k report."""
+    out = Path(cfg.out_dir)
+    tmp = out.with_name(out.name + ".partial")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir(parents=True)
+    start = time.time()
+    train, test = make_splits(cfg)
+    write_problems_jsonl(train, tmp / "train.jsonl")
+    write_problems_jsonl(test, tmp / "test.jsonl")
+    results = _train_members(cfg, tmp, test)
+    report = _report(cfg, test, results, wall_s=time.time() - start)
+    (tmp / "passk.json").write_text(json.dumps(report, indent=2) + "\n")
+    _write_loss_csv(tmp / "sft_loss.csv", {m: results[m]["losses"] for m in MEMBERS})
+    from pipeline.testbed.plots import plot_family_passk
+
+    plot_family_passk(report, tmp / "passk.png")
+    _publish(tmp, out)
+    echo(format_report(report))
+    return report
+
+
+def _publish(tmp: Path, out: Path) -> None:
+    """Move each finished artifact from `tmp` into `out` (each move is one rename)."""
+    out.mkdir(parents=True, exist_ok=True)
+    for entry in sorted(tmp.iterdir()):
+        target = out / entry.name
+        if target.is_dir():
+            shutil.rmtree(target)
+        os.replace(entry, target)
+    tmp.rmdir()
+
+
+def _train_members(cfg: PrepareConfig, tmp: Path, test: list[Problem]) -> dict:
+    """Train and evaluate both members, in two processes when `cfg.parallel`."""
+    from tqdm import tqdm
+
+    jobs = [(cfg, name, getattr(cfg, name), str(tmp / name), test) for name in MEMBERS]
+    if not cfg.parallel:
+        return {name: _member_job(*job, queue=None) for name, job in zip(MEMBERS, jobs)}
+    ctx = mp.get_context("spawn")
+    queue = ctx.Manager().Queue()
+    bars = {name: tqdm(total=getattr(cfg, name).sft_steps, desc=f"sft {name}", position=i, leave=True)
+            for i, name in enumerate(MEMBERS)}
+    with ctx.Pool(2) as pool:
+        pending = {name: pool.apply_async(_member_job, job, {"queue": queue}) for name, job in zip(MEMBERS, jobs)}
+        while not all(p.ready() for p in pending.values()):
+            while not queue.empty():
+                name, step, loss = queue.get()
+                bars[name].update(step + 1 - bars[name].n)
+                bars[name].set_postfix(loss=f"{loss:.3f}")
+            time.sleep(0.2)
+        results = {name: p.get() for name, p in pending.items()}
+    for bar in bars.values():
+        bar.close()
+    return results
+
+
+def _member_job(cfg: PrepareConfig, name: str, recipe: MemberRecipe, out_dir: str, test, *, queue) -> dict:
+    """Fine-tune one member, save it, and count its correct samples on the test split."""
+    import torch
+
+    from pipeline.engines import SamplingParams
+    from pipeline.engines.hf import HFEngine
+    from pipeline.evaluation import correct_counts
+    from pipeline.testbed.model import ModelShape, build_model, count_parameters
+    from pipeline.testbed.sft import train_sft
+    from pipeline.testbed.tokenizer import build_char_tokenizer
+
+    torch.set_num_threads(1 if cfg.parallel else max(1, os.cpu_count() or 1))
+    tokenizer = build_char_tokenizer()
+    model = build_model(ModelShape(recipe.layers, recipe.hidden), tokenizer, seed=recipe.seed)
+    excluded = frozenset(tuple(int(x) for x in p.question.split("+")) for p in test)
+    progress = (lambda step, loss: step % 10 == 9 and queue.put((name, step, loss))) if queue else None
+    t0 = time.time()
+    losses = train_sft(model, tokenizer, steps=recipe.sft_steps, settings=cfg.sft, spec=cfg.task, seed=recipe.seed,
+                       excluded=excluded, progress=progress)
+    sft_s = time.time() - t0
+    model.save_pretrained(out_dir)
+    tokenizer.save_pretrained(out_dir)
+    params = SamplingParams(n=cfg.eval_samples, temperature=cfg.eval_temperature,
+                            max_new_tokens=cfg.eval_max_new_tokens, seed=recipe.seed)
+    counts = correct_counts(HFEngine(model, tokenizer), tokenizer, test, params,
+                            template=task.QUESTION_TEMPLATE)
+    return {"losses": losses, "counts": counts.tolist(), "parameters": count_parameters(model),
+            "sft_s": round(sft_s, 1), "eval_s": round(time.time() - t0 - sft_s, 1)}
+
+
+def _report(cfg: PrepareConfig, test: list[Problem], results: dict, *, wall_s: float) -> dict:
+    from pipeline.evaluation import passk_by_subset, powers_of_two
+    from pipeline.passk import crossover_k
+
+    flawed = np.array([bool(p.meta["flawed"]) for p in test])
+    subsets = {"all": np.ones_like(flawed), "flawed": flawed, "rest": ~flawed}
+    ks = powers_of_two(cfg.eval_samples)
+    report: dict = {"n_samples": cfg.eval_samples, "temperature": cfg.eval_temperature,
+                    "test_problems": len(test), "flawed_problems": int(flawed.sum()), "wall_s": round(wall_s, 1)}
+    for name in MEMBERS:
+        r = results[name]
+        table = passk_by_subset(np.array(r["counts"]), cfg.eval_samples, subsets, ks)
+        report[name] = {"parameters": r["parameters"], "sft_steps": getattr(cfg, name).sft_steps,
+                        "sft_s": r["sft_s"], "eval_s": r["eval_s"], "final_sft_loss": round(r["losses"][-1], 4),
+                        "pass_at_k": {s: {str(k): round(v, 4) for k, v in t.items()} for s, t in table.items()}}
+    curves = {m: {int(k): v for k, v in report[m]["pass_at_k"]["all"].items()} for m in MEMBERS}
+    report["crossover_k"] = crossover_k(curves["explorer"], curves["learner"])
+    return report
+
+
+def _write_loss_csv(path: Path, losses: dict[str, list[float]]) -> None:
+    steps = max(map(len, losses.values()))
+    lines = ["step," + ",".join(losses)]
+    for i in range(steps):
+        lines.append(f"{i}," + ",".join(f"{v[i]:.5f}" if i < len(v) else "" for v in losses.values()))
+    path.write_text("\n".join(lines) + "\n")
+
+
+def format_report(report: dict) -> str:
+    """The family's pass@k table as aligned text, one row per member × subset."""
+    ks = list(report["learner"]["pass_at_k"]["all"])
+    head = f"{'model':<9} {'subset':<7} " + " ".join(f"{'@' + k:>6}" for k in ks)
+    rows = [head, "-" * len(head)]
+    for name in MEMBERS:
+        for subset, table in report[name]["pass_at_k"].items():
+            rows.append(f"{name:<9} {subset:<7} " + " ".join(f"{100 * table[k]:6.1f}" for k in ks))
+    rows.append(f"crossover k (all problems): {report['crossover_k']}   wall time: {report['wall_s']} s")
+    return "\n".join(rows)

@@ -1,0 +1,50 @@
+"""`PrepareConfig`: the `prepare` section of params.yaml (the testbed family recipe)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from pipeline.testbed.sft import SFTSettings
+from pipeline.testbed.task import TaskSpec
+
+
+@dataclass(frozen=True)
+class MemberRecipe:
+    """One family member: its shape, how long it is fine-tuned, and its seed."""
+
+    layers: int
+    hidden: int
+    sft_steps: int
+    seed: int
+
+
+@dataclass(frozen=True)
+class PrepareConfig:
+    """Everything `s2lpo prepare` needs to rebuild the family bit-for-bit.
+
+    The learner is fine-tuned longer than the explorer so that it firmly absorbs the
+    planted flaw (flaw-locked), while the explorer keeps correct answers on flawed
+    problems in its support. The test split is stratified: `test_flawed` of its
+    `test_size` problems are flawed, so both subsets are measured with enough
+    problems; the train split keeps the natural flawed rate.
+    """
+
+    out_dir: str = "data/testbed"
+    seed: int = 0
+    train_size: int = 4096
+    test_size: int = 256
+    test_flawed: int = 64
+    task: TaskSpec = field(default_factory=TaskSpec)
+    sft: SFTSettings = field(default_factory=SFTSettings)
+    explorer: MemberRecipe = MemberRecipe(layers=2, hidden=64, sft_steps=1500, seed=1)
+    learner: MemberRecipe = MemberRecipe(layers=4, hidden=128, sft_steps=2000, seed=2)
+    eval_samples: int = 64
+    eval_temperature: float = 1.0
+    eval_max_new_tokens: int = 48
+    parallel: bool = True
+
+    def __post_init__(self) -> None:
+        if self.test_flawed > self.test_size:
+            raise ValueError(f"test_flawed ({self.test_flawed}) exceeds test_size ({self.test_size})")
+        if self.eval_samples < 1 or self.train_size < 1 or self.test_size < 1:
+            raise ValueError("eval_samples, train_size and test_size must be ≥ 1")
