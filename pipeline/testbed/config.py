@@ -41,7 +41,6 @@ class PrepareConfig:
     eval_samples: int = 64
     eval_temperature: float = 1.0
     eval_max_new_tokens: int = 48
-    parallel: bool = True
 
     def __post_init__(self) -> None:
         if self.test_flawed > self.test_size:

@@ -1,0 +1,66 @@
+import json
+
+import numpy as np
+import pytest
+
+from pipeline.data import load_problems
+from pipeline.testbed.build import format_report, make_splits, prepare
+from pipeline.testbed.config import MemberRecipe, PrepareConfig
+
+
+def small_config(out_dir, **kw) -> PrepareConfig:
+    base = dict(out_dir=str(out_dir), train_size=300, test_size=24, test_flawed=6,
+                explorer=MemberRecipe(layers=1, hidden=64, sft_steps=12, seed=1),
+                learner=MemberRecipe(layers=1, hidden=128, sft_steps=12, seed=2),
+                eval_samples=4, eval_max_new_tokens=24)
+    base.update(kw)
+    return PrepareConfig(**base)
+
+
+def test_splits_are_stratified_disjoint_and_deterministic(tmp_path):
+    cfg = small_config(tmp_path, train_size=3000, test_size=100, test_flawed=30)
+    train, test = make_splits(cfg)
+    assert (train, test) == make_splits(cfg)
+    assert sum(p.meta["flawed"] for p in test) == 30
+    assert not {p.question for p in train} & {p.question for p in test}
+    assert len({p.question for p in train}) == 3000
+    rate = np.mean([p.meta["flawed"] for p in train])
+    assert abs(rate - 10 / 90) < 0.025  # natural rate in the train split
+    for p in test[:5]:
+        assert int(p.answer) == sum(map(int, p.question.split("+")))
+
+
+def test_clean_family_has_no_flawed_problems(tmp_path):
+    from pipeline.testbed.task import TaskSpec
+
+    train, test = make_splits(small_config(tmp_path, task=TaskSpec(flaw_offset=0)))
+    assert not any(p.meta["flawed"] for p in train + test)
+
+
+@pytest.mark.slow
+def test_prepare_builds_a_loadable_family(tmp_path):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    out = tmp_path / "testbed"
+    lines = []
+    report = prepare(small_config(out), echo=lines.append)
+    assert sorted(p.name for p in out.iterdir()) == [
+        "explorer", "learner", "passk.json", "passk.png", "sft_loss.csv", "test.jsonl", "train.jsonl"]
+    assert not (tmp_path / "testbed.partial").exists()
+    assert json.loads((out / "passk.json").read_text()) == report
+    for name, hidden in (("explorer", 64), ("learner", 128)):
+        model = AutoModelForCausalLM.from_pretrained(out / name)
+        tok = AutoTokenizer.from_pretrained(out / name)
+        assert model.config.hidden_size == hidden and tok.eos_token_id == model.config.eos_token_id
+        assert (out / name / "model.safetensors").is_file()
+        table = report[name]["pass_at_k"]
+        assert set(table) == {"all", "flawed", "rest"} and list(table["all"]) == ["1", "2", "4"]
+        curve = list(table["all"].values())
+        assert all(0.0 <= v <= 1.0 for v in curve) and curve == sorted(curve)
+    assert report["flawed_problems"] == 6 and report["test_problems"] == 24
+    test = load_problems(str(out / "test.jsonl"))
+    assert len(test) == 24 and sum(p.meta["flawed"] for p in test) == 6
+    csv = (out / "sft_loss.csv").read_text().splitlines()
+    assert csv[0] == "step,explorer,learner" and len(csv) == 13
+    assert "crossover k" in lines[-1] and "explorer" in lines[-1]
+    assert format_report(report) == lines[-1]
