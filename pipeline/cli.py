@@ -75,9 +75,58 @@ def _not_built(stage: str, issue: str) -> None:
 
 @app.command()
 @user_errors
-def explore(params: Optional[Path] = ParamsOpt, overrides: list[str] = SetOpt) -> None:
-    """Stage 1: fill the rollout bank with explorer samples and cached rewards."""
-    _not_built("explore", "stage 1, the rollout bank")
+def explore(
+    params: Optional[Path] = ParamsOpt,
+    overrides: list[str] = SetOpt,
+    num_workers: int = typer.Option(1, "--num-workers", min=1, help="Independent jobs filling one bank."),
+    worker_index: int = typer.Option(0, "--worker-index", min=0, help="This job's index in 0..N-1."),
+) -> None:
+    """Stage 1: fill the rollout bank with explorer samples and cached rewards (resumable)."""
+    from pipeline.bank.inspect import bank_info, format_info
+    from pipeline.bank.reader import BankReader
+    from pipeline.config import load_stage_config
+    from stage1_explore.config import ExploreConfig
+    from stage1_explore.explore import run_explore
+
+    cfg = load_stage_config(ExploreConfig, "explore", params_path=params, overrides=overrides)
+    run_explore(cfg, worker_index=worker_index, num_workers=num_workers, echo=typer.echo)
+    typer.echo(format_info(bank_info(BankReader.open(cfg.bank))))
+
+
+bank_app = typer.Typer(no_args_is_help=True, help="Inspect and check a rollout bank.")
+app.add_typer(bank_app, name="bank")
+
+
+@bank_app.command("info")
+@user_errors
+def bank_info_cmd(path: str = typer.Argument(..., help="Bank directory or pyarrow filesystem URI."),
+                  as_json: bool = typer.Option(False, "--json", help="Print JSON instead of text.")) -> None:
+    """Counts, explorer, sampling, pass-rate histogram, the explorer's pass@k, lengths."""
+    import json
+
+    from pipeline.bank.inspect import bank_info, format_info
+    from pipeline.bank.reader import BankReader
+
+    info = bank_info(BankReader.open(path))
+    typer.echo(json.dumps(info, indent=2) if as_json else format_info(info))
+
+
+@bank_app.command("verify")
+@user_errors
+def bank_verify_cmd(path: str = typer.Argument(..., help="Bank directory or pyarrow filesystem URI."),
+                    samples_per_prompt: Optional[int] = typer.Option(
+                        None, "--samples-per-prompt", "-m", help="Also require exactly M rows per prompt.")) -> None:
+    """Schema, counts per prompt, duplicates, token/log-prob lengths, manifests vs shards."""
+    from pipeline.bank.inspect import verify_bank
+    from pipeline.bank.store import open_bank
+
+    files = open_bank(path)
+    problems = verify_bank(files, samples_per_prompt)
+    for line in problems:
+        typer.echo(f"FAIL {line}", err=True)
+    if problems:
+        raise typer.Exit(code=1)
+    typer.echo(f"ok: {files.rows} rows in {len(files.shards)} shards")
 
 
 @app.command()

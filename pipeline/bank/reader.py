@@ -1,0 +1,91 @@
+"""Stage 2's view of a bank: an index loaded once, and row reads by position.
+
+`BankReader` reads only the `prompt_id`/`sample_index` columns of every shard to build
+its index (`pool`: prompt id → global row positions). `read(positions)` then fetches
+full rows, touching only the Parquet row groups that hold them.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Sequence
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from pipeline.bank.schema import BANK_SCHEMA
+from pipeline.bank.store import BankFiles, open_bank
+from pipeline.errors import UserError
+
+
+class BankReader:
+    """Index of a bank plus positional row access."""
+
+    def __init__(self, files: BankFiles) -> None:
+        self.files = files
+        ids, samples, shard_of, row_of = [], [], [], []
+        self._files: list[pq.ParquetFile] = []
+        for i, shard in enumerate(files.shards):
+            pf = self._open(shard.file)
+            t = pf.read(columns=["prompt_id", "sample_index"])
+            if t.num_rows != shard.rows:
+                raise UserError(f"{files.location.path(shard.file)}: {t.num_rows} rows, manifest says {shard.rows}; "
+                                "run `s2lpo bank verify` and re-run explore to repair")
+            ids.append(t.column("prompt_id").to_numpy(zero_copy_only=False))
+            samples.append(t.column("sample_index").to_numpy())
+            shard_of.append(np.full(t.num_rows, i, dtype=np.int32))
+            row_of.append(np.arange(t.num_rows, dtype=np.int64))
+            self._files.append(pf)
+        cat = (lambda xs, dt: np.concatenate(xs) if xs else np.empty(0, dtype=dt))
+        self.prompt_ids = cat(ids, object)
+        self.sample_index = cat(samples, np.int32)
+        self.shard = cat(shard_of, np.int32)
+        self.row = cat(row_of, np.int64)
+        order = np.argsort(self.prompt_ids, kind="stable") if len(self.prompt_ids) else np.empty(0, np.int64)
+        uniq, starts = np.unique(self.prompt_ids[order], return_index=True) if len(order) else ([], [])
+        bounds = list(starts[1:]) + [len(order)] if len(order) else []
+        self.pool = {pid: order[s:e] for pid, s, e in zip(uniq, starts, bounds)}
+
+    @classmethod
+    def open(cls, uri: str) -> "BankReader":
+        return cls(open_bank(uri))
+
+    def _open(self, rel: str) -> pq.ParquetFile:
+        path = self.files.location.path(rel)
+        try:
+            return pq.ParquetFile(self.files.location.fs.open_input_file(path))
+        except (OSError, pa.ArrowInvalid) as exc:
+            raise UserError(f"{path}: unreadable shard ({exc}); run `s2lpo bank verify {self.files.location.root}`") from None
+
+    def counts(self) -> dict[str, int]:
+        return {pid: len(rows) for pid, rows in self.pool.items()}
+
+    def read(self, positions: Sequence[int] | np.ndarray) -> pa.Table:
+        """Full rows at global `positions`, in the order given."""
+        positions = np.asarray(positions, dtype=np.int64)
+        if positions.size == 0:
+            return BANK_SCHEMA.empty_table()
+        pieces, where = [], np.empty(len(positions), dtype=np.int64)
+        by_shard: dict[int, list[int]] = defaultdict(list)
+        for k, pos in enumerate(positions):
+            by_shard[int(self.shard[pos])].append(k)
+        offset = 0
+        for shard, ks in by_shard.items():
+            rows = self.row[positions[ks]]
+            pieces.append(self._take(shard, rows))
+            where[ks] = offset + np.arange(len(ks))
+            offset += len(ks)
+        table = pa.concat_tables(pieces)
+        return table.take(pa.array(where))  # back to the requested order
+
+    def _take(self, shard: int, rows: np.ndarray) -> pa.Table:
+        pf = self._files[shard]
+        sizes = [pf.metadata.row_group(g).num_rows for g in range(pf.num_row_groups)]
+        starts = np.cumsum([0] + sizes)
+        groups = np.searchsorted(starts, rows, side="right") - 1
+        needed = sorted(set(groups.tolist()))
+        table = pf.read_row_groups(needed)
+        base = {g: int(sum(sizes[h] for h in needed if h < g)) for g in needed}
+        local = [base[g] + int(r - starts[g]) for g, r in zip(groups, rows)]
+        return table.take(pa.array(local)).cast(BANK_SCHEMA)

@@ -1,0 +1,66 @@
+"""One bank row = one explorer rollout: the record and its pyarrow schema, defined together."""
+
+from __future__ import annotations
+
+from dataclasses import astuple, dataclass, fields
+
+import pyarrow as pa
+
+SCHEMA_VERSION = 1
+
+
+@dataclass(frozen=True)
+class BankRecord:
+    """One explorer response to one prompt.
+
+    `sample_index` numbers the prompt's samples 0..M-1 (unique per prompt). `logprobs[t]`
+    is the explorer's log-prob of `response_token_ids[t]` under its raw distribution
+    (temperature 1, no filtering), so off-policy corrections can be computed later.
+    `reward`/`correct`/`extracted_answer` are the verifier's verdict, cached under the
+    verifier version recorded in bank.json. `response_length == len(response_token_ids)`.
+    """
+
+    prompt_id: str
+    sample_index: int
+    prompt: str
+    prompt_token_ids: list[int]
+    response: str
+    response_token_ids: list[int]
+    logprobs: list[float]
+    reward: float
+    correct: bool
+    extracted_answer: str | None
+    finish_reason: str
+    response_length: int
+
+
+BANK_SCHEMA = pa.schema(
+    [
+        pa.field("prompt_id", pa.string(), nullable=False),
+        pa.field("sample_index", pa.int32(), nullable=False),
+        pa.field("prompt", pa.string(), nullable=False),
+        pa.field("prompt_token_ids", pa.list_(pa.int32()), nullable=False),
+        pa.field("response", pa.string(), nullable=False),
+        pa.field("response_token_ids", pa.list_(pa.int32()), nullable=False),
+        pa.field("logprobs", pa.list_(pa.float32()), nullable=False),
+        pa.field("reward", pa.float32(), nullable=False),
+        pa.field("correct", pa.bool_(), nullable=False),
+        pa.field("extracted_answer", pa.string(), nullable=True),
+        pa.field("finish_reason", pa.string(), nullable=False),
+        pa.field("response_length", pa.int32(), nullable=False),
+    ],
+    metadata={"s2lpo.schema_version": str(SCHEMA_VERSION)},
+)
+
+assert [f.name for f in fields(BankRecord)] == BANK_SCHEMA.names, "record and schema must list the same fields"
+
+
+def records_to_table(records: list[BankRecord]) -> pa.Table:
+    """Column-wise conversion (fast: no per-row dicts)."""
+    columns = list(zip(*(astuple(r) for r in records))) if records else [[] for _ in BANK_SCHEMA]
+    return pa.Table.from_arrays([pa.array(col, type=f.type) for col, f in zip(columns, BANK_SCHEMA)],
+                                schema=BANK_SCHEMA)
+
+
+def table_to_records(table: pa.Table) -> list[BankRecord]:
+    return [BankRecord(**row) for row in table.select(BANK_SCHEMA.names).to_pylist()]

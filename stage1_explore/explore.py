@@ -1,0 +1,174 @@
+"""`s2lpo explore`: sample the explorer M times per prompt and append complete shards.
+
+Resumable by construction: the bank's index says which (prompt, sample_index) pairs
+exist; only the missing ones are generated, a shard at a time, each shard committed
+atomically. Worker I of N handles the prompts whose stable hash is I modulo N.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from pipeline.bank.reader import BankReader
+from pipeline.bank.schema import BankRecord, SCHEMA_VERSION, records_to_table
+from pipeline.bank.store import BankWriter, fingerprint, open_bank
+from pipeline.data import Problem, load_problems, problem_set_fingerprint
+from pipeline.engines import Engine, SamplingParams
+from pipeline.errors import UserError
+from stage1_explore.config import ExploreConfig
+
+IDENTITY_SAMPLING = ("temperature", "top_p", "top_k", "max_new_tokens", "seed")
+
+
+@dataclass(frozen=True)
+class Job:
+    """One prompt's missing samples."""
+
+    problem: Problem
+    sample_indices: tuple[int, ...]
+
+
+def worker_of(prompt_id: str, num_workers: int) -> int:
+    """Stable partition of prompts across workers (same on every machine and run)."""
+    return int.from_bytes(hashlib.sha256(prompt_id.encode()).digest()[:8], "big") % num_workers
+
+
+def missing_jobs(problems: list[Problem], have: dict[str, set[int]], m: int) -> list[Job]:
+    """Per prompt, the sample indices in 0..m-1 the bank does not hold yet."""
+    jobs = []
+    for p in problems:
+        todo = tuple(i for i in range(m) if i not in have.get(p.id, ()))
+        if todo:
+            jobs.append(Job(p, todo))
+    return jobs
+
+
+def bank_identity(cfg: ExploreConfig, problems: list[Problem], tokenizer) -> dict:
+    """Everything that determines the bank's contents, except M (which may grow)."""
+    from pipeline.models import model_identity, tokenizer_fingerprint
+    from pipeline.prompts import template_fingerprint
+    from pipeline.verifier import VERIFIER_NAME, VERIFIER_VERSION
+
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "explorer": model_identity(cfg.explorer, cfg.revision),
+        "tokenizer": tokenizer_fingerprint(tokenizer),
+        "prompts": {"fingerprint": problem_set_fingerprint(problems), "count": len(problems)},
+        "template": {"text": cfg.template, "fingerprint": template_fingerprint(tokenizer, cfg.template)},
+        "sampling": {k: getattr(cfg, k) for k in IDENTITY_SAMPLING},
+        "verifier": {"name": VERIFIER_NAME, "version": VERIFIER_VERSION},
+    }
+
+
+def existing_samples(uri: str) -> dict[str, set[int]]:
+    """(prompt → sample indices) over every complete shard of every worker."""
+    reader = BankReader(open_bank(uri))
+    have: dict[str, set[int]] = {}
+    for pid, idx in zip(reader.prompt_ids, reader.sample_index):
+        have.setdefault(pid, set()).add(int(idx))
+    return have
+
+
+def run_explore(cfg: ExploreConfig, *, worker_index: int = 0, num_workers: int = 1, echo=print) -> dict:
+    """Fill this worker's share of the bank; returns a summary of what was done."""
+    from pipeline.models import load_tokenizer
+
+    problems = load_problems(cfg.prompts, split=cfg.split, layout=cfg.layout, question_field=cfg.question_field,
+                             answer_field=cfg.answer_field, limit=cfg.limit)
+    tokenizer = load_tokenizer(cfg.explorer, revision=cfg.revision, trust_remote_code=cfg.trust_remote_code)
+    identity = bank_identity(cfg, problems, tokenizer)
+    writer = BankWriter(cfg.bank, identity, worker_index=worker_index, num_workers=num_workers)
+    mine = [p for p in problems if worker_of(p.id, num_workers) == worker_index]
+    jobs = missing_jobs(mine, existing_samples(cfg.bank), cfg.samples_per_prompt)
+    todo = sum(len(j.sample_indices) for j in jobs)
+    echo(f"bank {cfg.bank} [{fingerprint(identity)}]: worker {worker_index}/{num_workers} owns {len(mine)} "
+         f"prompts; {todo} of {len(mine) * cfg.samples_per_prompt} rollouts to generate")
+    if not jobs:
+        return {"generated": 0, "tokens": 0, "seconds": 0.0}
+    engine = make_engine(cfg, tokenizer)
+    return _fill(cfg, jobs, engine, tokenizer, writer, echo=echo)
+
+
+def make_engine(cfg: ExploreConfig, tokenizer) -> Engine:
+    from stage1_explore.config import EngineKind
+
+    kind = cfg.engine
+    if kind is EngineKind.AUTO:
+        kind = EngineKind.VLLM if _cuda_and_vllm() else EngineKind.HF
+    if kind is EngineKind.VLLM:
+        from pipeline.engines.vllm import VLLMEngine
+
+        return VLLMEngine(cfg.explorer, revision=cfg.revision, dtype=cfg.dtype, seed=cfg.seed,
+                          gpu_memory_utilization=cfg.gpu_memory_utilization,
+                          tensor_parallel_size=cfg.tensor_parallel_size, trust_remote_code=cfg.trust_remote_code)
+    from pipeline.engines.hf import HFEngine
+    from pipeline.models import load_causal_lm
+
+    model = load_causal_lm(cfg.explorer, revision=cfg.revision, dtype=cfg.dtype,
+                           trust_remote_code=cfg.trust_remote_code).eval()
+    return HFEngine(model, tokenizer, batch_size=cfg.batch_size)
+
+
+def _cuda_and_vllm() -> bool:
+    import importlib.util
+
+    import torch
+
+    return torch.cuda.is_available() and importlib.util.find_spec("vllm") is not None
+
+
+def _fill(cfg: ExploreConfig, jobs: list[Job], engine: Engine, tokenizer, writer: BankWriter, *, echo) -> dict:
+    from tqdm import tqdm
+
+    from pipeline.prompts import render_prompts
+    from pipeline.scoring_pool import ScoringPool
+
+    total = sum(len(j.sample_indices) for j in jobs)
+    start, tokens, done = time.time(), 0, 0
+    with ScoringPool(cfg.scoring_workers, timeout_s=cfg.score_timeout_s) as pool, \
+            tqdm(total=total, desc="explore", unit="rollout", dynamic_ncols=True) as bar:
+        for first in range(0, len(jobs), cfg.prompts_per_shard):
+            chunk = jobs[first : first + cfg.prompts_per_shard]
+            texts = render_prompts(tokenizer, [j.problem.question for j in chunk], template=cfg.template)
+            prompt_ids = tokenizer(texts, add_special_tokens=True)["input_ids"]
+            records = _sample_and_score(cfg, chunk, texts, prompt_ids, engine, pool)
+            writer.write_shard(records_to_table(records))
+            tokens += sum(r.response_length for r in records)
+            done += len(records)
+            bar.update(len(records))
+            bar.set_postfix(tok_s=f"{tokens / (time.time() - start):.0f}", timeouts=pool.timeouts)
+    seconds = time.time() - start
+    echo(f"generated {done} rollouts, {tokens} tokens in {seconds:.1f} s ({tokens / seconds:.0f} tokens/s)")
+    return {"generated": done, "tokens": tokens, "seconds": seconds}
+
+
+def _sample_and_score(cfg, chunk: list[Job], texts, prompt_ids, engine: Engine, pool) -> list[BankRecord]:
+    """Generate each job's missing samples (grouped by how many are missing) and score them."""
+    by_count: dict[int, list[int]] = {}
+    for k, job in enumerate(chunk):
+        by_count.setdefault(len(job.sample_indices), []).append(k)
+    completions: dict[int, list] = {}
+    for n, ks in by_count.items():
+        seed = _chunk_seed(cfg.seed, chunk[ks[0]])
+        params = SamplingParams(n=n, temperature=cfg.temperature, top_p=cfg.top_p, top_k=cfg.top_k,
+                                max_new_tokens=cfg.max_new_tokens, seed=seed)
+        for k, group in zip(ks, engine.generate([prompt_ids[k] for k in ks], params)):
+            completions[k] = group
+    flat = [(k, s, c) for k in range(len(chunk)) for s, c in zip(chunk[k].sample_indices, completions[k])]
+    scores = pool.score([c.text for _, _, c in flat], [chunk[k].problem.answer for k, _, _ in flat])
+    return [BankRecord(prompt_id=chunk[k].problem.id, sample_index=s, prompt=texts[k],
+                       prompt_token_ids=list(prompt_ids[k]), response=c.text,
+                       response_token_ids=list(c.token_ids), logprobs=list(c.logprobs), reward=sc.reward,
+                       correct=sc.correct, extracted_answer=sc.extracted, finish_reason=c.finish_reason,
+                       response_length=len(c.token_ids))
+            for (k, s, c), sc in zip(flat, scores)]
+
+
+def _chunk_seed(seed: int, first: Job) -> int:
+    """A seed fixed by the run seed and the chunk's first (prompt, sample), so reruns repeat."""
+    key = f"{seed}:{first.problem.id}:{first.sample_indices[0]}".encode()
+    return int.from_bytes(hashlib.sha256(key).digest()[:4], "big")
