@@ -22,3 +22,20 @@ def tiny_model(char_tokenizer):
     from pipeline.testbed.model import ModelShape, build_model
 
     return build_model(ModelShape(layers=1, hidden=64), char_tokenizer, seed=0).eval()
+
+
+@pytest.fixture(scope="session")
+def tiny_family(tmp_path_factory, char_tokenizer, tiny_model):
+    """A saved tiny explorer (random 1-layer testbed model) and 40 testbed prompts."""
+    import numpy as np
+
+    from pipeline.data import Problem, write_problems_jsonl
+    from pipeline.testbed import task
+
+    root = tmp_path_factory.mktemp("family")
+    tiny_model.save_pretrained(root / "explorer")
+    char_tokenizer.save_pretrained(root / "explorer")
+    nums = task.sample_numbers(np.random.default_rng(0), 40, task.TaskSpec())
+    problems = [Problem(f"p{i:03d}", task.question(tuple(n)), task.answer(tuple(n)), {}) for i, n in enumerate(nums)]
+    write_problems_jsonl(problems, root / "train.jsonl")
+    return root
