@@ -25,7 +25,7 @@ def test_help_lists_every_stage_without_heavy_imports():
     assert probe.stdout.strip() == "False"  # heavy imports live inside command bodies
 
 
-@pytest.mark.parametrize("stage", ["explore", "train", "evaluate"])
+@pytest.mark.parametrize("stage", ["train", "evaluate"])
 def test_unbuilt_stages_say_so_and_fail(stage):
     result = runner.invoke(app, [stage])
     assert result.exit_code == 2

