@@ -37,7 +37,7 @@ class PrepareConfig:
     task: TaskSpec = field(default_factory=TaskSpec)
     sft: SFTSettings = field(default_factory=SFTSettings)
     explorer: MemberRecipe = MemberRecipe(layers=2, hidden=64, sft_steps=1500, seed=1)
-    learner: MemberRecipe = MemberRecipe(layers=4, hidden=128, sft_steps=2000, seed=2)
+    learner: MemberRecipe = MemberRecipe(layers=4, hidden=128, sft_steps=2400, seed=2)
     eval_samples: int = 64
     eval_temperature: float = 1.0
     eval_max_new_tokens: int = 48
