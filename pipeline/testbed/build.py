@@ -8,7 +8,7 @@ Layout of `out_dir` (every later stage loads these like hub artifacts):
     passk.png                 the same as curves
     sft_loss.csv              per-step SFT loss of both members
 
-The members train one after the other on all cores. Everything is built
+The explorer trains in a second process while the learner trains. Everything is built
 in `<out_dir>.partial` and each finished artifact is then renamed into `out_dir`, so
 an interrupted run never leaves a half-written model or split behind.
 """
@@ -16,6 +16,7 @@ an interrupted run never leaves a half-written model or split behind.
 from __future__ import annotations
 
 import json
+import multiprocessing as mp
 import os
 import shutil
 import time
@@ -93,21 +94,36 @@ def _publish(tmp: Path, out: Path) -> None:
 
 
 def _train_members(cfg: PrepareConfig, tmp: Path, test: list[Problem]) -> dict:
-    """Train and evaluate both members, one after the other, each on every core.
+    """Train and evaluate both members; the explorer's run overlaps the learner's.
 
-    Measured on a 2-core CPU: the learner's SFT step takes 0.34 s on one thread and
-    0.19 s on two (the explorer's 0.06 s on one), so running the members back to back on
-    all cores finishes sooner than running them side by side on one core each, where the
-    learner alone would need 2400 × 0.34 s ≈ 14 minutes.
+    Measured on a 2-core CPU: the explorer's SFT step takes 0.058 s on one thread and
+    0.052 s on two (too small to use a second core), the learner's 0.34 s on one and
+    0.19 s on two. So the explorer trains in a spawned process on one thread while the
+    learner starts on the remaining cores, and the learner widens to every core as soon
+    as the explorer is done.
     """
     import torch
 
-    torch.set_num_threads(max(1, os.cpu_count() or 1))
-    return {name: _member_job(cfg, name, getattr(cfg, name), tmp / name, test) for name in MEMBERS}
+    cores = max(1, os.cpu_count() or 1)
+    if cores < 2:
+        return {name: _member_job(cfg, name, getattr(cfg, name), tmp / name, test) for name in MEMBERS}
+    with mp.get_context("spawn").Pool(1) as pool:
+        explorer = pool.apply_async(_member_job, (cfg, "explorer", cfg.explorer, tmp / "explorer", test),
+                                    {"threads": 1, "bar_position": 1})
+        torch.set_num_threads(cores - 1)
+
+        def widen() -> None:
+            if torch.get_num_threads() < cores and explorer.ready():
+                torch.set_num_threads(cores)
+
+        learner = _member_job(cfg, "learner", cfg.learner, tmp / "learner", test, on_step=widen)
+        return {"explorer": explorer.get(), "learner": learner}
 
 
-def _member_job(cfg: PrepareConfig, name: str, recipe: MemberRecipe, out_dir: Path, test) -> dict:
+def _member_job(cfg: PrepareConfig, name: str, recipe: MemberRecipe, out_dir: Path, test, *,
+                threads: int | None = None, on_step=None, bar_position: int = 0) -> dict:
     """Fine-tune one member, save it, and count its correct samples on the test split."""
+    import torch
     from tqdm import tqdm
 
     from pipeline.engines import SamplingParams
@@ -117,14 +133,18 @@ def _member_job(cfg: PrepareConfig, name: str, recipe: MemberRecipe, out_dir: Pa
     from pipeline.testbed.sft import train_sft
     from pipeline.testbed.tokenizer import build_char_tokenizer
 
+    if threads:
+        torch.set_num_threads(threads)
     tokenizer = build_char_tokenizer()
     model = build_model(ModelShape(recipe.layers, recipe.hidden), tokenizer, seed=recipe.seed)
     excluded = frozenset(tuple(int(x) for x in p.question.split("+")) for p in test)
     t0 = time.time()
     with tqdm(total=recipe.sft_steps, desc=f"sft {name} ({count_parameters(model) / 1e6:.2f}M)",
-              unit="step", dynamic_ncols=True) as bar:
+              unit="step", dynamic_ncols=True, position=bar_position) as bar:
         def progress(step: int, loss: float) -> None:
             bar.update()
+            if on_step is not None:
+                on_step()
             if step % 20 == 0:
                 bar.set_postfix(loss=f"{loss:.3f}")
 
