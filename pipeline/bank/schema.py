@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import astuple, dataclass, fields
+from dataclasses import dataclass, fields
 
 import pyarrow as pa
 
@@ -57,7 +57,8 @@ assert [f.name for f in fields(BankRecord)] == BANK_SCHEMA.names, "record and sc
 
 def records_to_table(records: list[BankRecord]) -> pa.Table:
     """Column-wise conversion (fast: no per-row dicts)."""
-    columns = list(zip(*(astuple(r) for r in records))) if records else [[] for _ in BANK_SCHEMA]
+    # getattr, not dataclasses.astuple: astuple deep-copies every token list (100× slower)
+    columns = [[getattr(r, name) for r in records] for name in BANK_SCHEMA.names]
     return pa.Table.from_arrays([pa.array(col, type=f.type) for col, f in zip(columns, BANK_SCHEMA)],
                                 schema=BANK_SCHEMA)
 
