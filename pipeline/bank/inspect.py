@@ -19,7 +19,7 @@ SUMMARY_COLUMNS = ["prompt_id", "correct", "finish_reason", "response_length"]
 
 def _summary_table(reader: BankReader) -> pa.Table:
     files = reader.files
-    tables = [reader._files[i].read(columns=SUMMARY_COLUMNS) for i in range(len(files.shards))]
+    tables = [reader.shard_file(i).read(columns=SUMMARY_COLUMNS) for i in range(len(files.shards))]
     return pa.concat_tables(tables) if tables else BANK_SCHEMA.empty_table().select(SUMMARY_COLUMNS)
 
 
@@ -75,7 +75,7 @@ def verify_bank(files: BankFiles, expected_per_prompt: int | None = None) -> lis
     names = [s.file for s in files.shards]
     problems += [f"{f}: named by {k} manifests" for f, k in Counter(names).items() if k > 1]
     for i, shard in enumerate(files.shards):
-        pf = reader._files[i]
+        pf = reader.shard_file(i)
         if not pf.schema_arrow.equals(BANK_SCHEMA, check_metadata=False):
             problems.append(f"{shard.file}: schema differs from the bank schema")
             continue

@@ -62,6 +62,10 @@ class BankReader:
         except (OSError, pa.ArrowInvalid) as exc:
             raise UserError(f"{path}: unreadable shard ({exc}); run `s2lpo bank verify {self.files.location.root}`") from None
 
+    def shard_file(self, i: int) -> pq.ParquetFile:
+        """The open Parquet file of shard `i` (in `files.shards` order)."""
+        return self._files[i]
+
     def counts(self) -> dict[str, int]:
         return {pid: len(rows) for pid, rows in self.pool.items()}
 
