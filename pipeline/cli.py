@@ -131,9 +131,16 @@ def bank_verify_cmd(path: str = typer.Argument(..., help="Bank directory or pyar
 
 @app.command()
 @user_errors
-def train(params: Optional[Path] = ParamsOpt, overrides: list[str] = SetOpt) -> None:
-    """Stage 2: GRPO on the learner, mixing bank rollouts at an annealed rate."""
-    _not_built("train", "stage 2, GRPO with annealed bank mixing")
+def train(params: Optional[Path] = ParamsOpt, overrides: list[str] = SetOpt,
+          resume: bool = typer.Option(False, "--resume", help="Continue from out_dir's latest checkpoint."),
+          progress: bool = typer.Option(True, "--progress/--no-progress", help="Show the progress bar.")) -> None:
+    """Stage 2: GRPO on the learner, mixing bank rollouts at an annealed rate (S2L-PO)."""
+    from pipeline.config import load_stage_config
+    from stage2_train.config import TrainConfig
+    from stage2_train.trainer import run_train
+
+    cfg = load_stage_config(TrainConfig, "train", params_path=params, overrides=overrides)
+    run_train(cfg, resume=resume, echo=typer.echo, progress=progress)
 
 
 @app.command()

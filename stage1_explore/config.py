@@ -2,19 +2,12 @@
 
 from __future__ import annotations
 
-import enum
 from dataclasses import dataclass
 from typing import Optional
 
+from pipeline.engines.base import EngineKind
 
-class EngineKind(enum.Enum):
-    """Generation backend. `auto` = vLLM when a CUDA GPU and vLLM are present, else HF
-    `generate` (faster than vLLM-CPU for the ~1M-parameter testbed models; see
-    benchmarks/engines.py)."""
-
-    AUTO = "auto"
-    VLLM = "vllm"
-    HF = "hf"
+__all__ = ["EngineKind", "ExploreConfig"]
 
 
 @dataclass(frozen=True)

@@ -94,12 +94,9 @@ def run_explore(cfg: ExploreConfig, *, worker_index: int = 0, num_workers: int =
 
 
 def make_engine(cfg: ExploreConfig, tokenizer) -> Engine:
-    from stage1_explore.config import EngineKind
+    from pipeline.engines import EngineKind, resolve_engine_kind
 
-    kind = cfg.engine
-    if kind is EngineKind.AUTO:
-        kind = EngineKind.VLLM if _cuda_and_vllm() else EngineKind.HF
-    if kind is EngineKind.VLLM:
+    if resolve_engine_kind(cfg.engine) is EngineKind.VLLM:
         from pipeline.engines.vllm import VLLMEngine
 
         return VLLMEngine(cfg.explorer, revision=cfg.revision, dtype=cfg.dtype, seed=cfg.seed,
@@ -111,14 +108,6 @@ def make_engine(cfg: ExploreConfig, tokenizer) -> Engine:
     model = load_causal_lm(cfg.explorer, revision=cfg.revision, dtype=cfg.dtype,
                            trust_remote_code=cfg.trust_remote_code).eval()
     return HFEngine(model, tokenizer, batch_size=cfg.batch_size)
-
-
-def _cuda_and_vllm() -> bool:
-    import importlib.util
-
-    import torch
-
-    return torch.cuda.is_available() and importlib.util.find_spec("vllm") is not None
 
 
 def _fill(cfg: ExploreConfig, jobs: list[Job], engine: Engine, tokenizer, writer: BankWriter, *, echo) -> dict:

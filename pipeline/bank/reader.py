@@ -1,7 +1,8 @@
 """Stage 2's view of a bank: an index loaded once, and row reads by position.
 
-`BankReader` reads only the `prompt_id`/`sample_index` columns of every shard to build
-its index (`pool`: prompt id → global row positions). `read(positions)` then fetches
+`BankReader` reads only the `prompt_id`/`sample_index`/`correct` columns of every shard
+to build its index (`pool`: prompt id → global row positions; `correct`: each row's
+cached verdict, so stage 2 can restrict draws to rewarded rows without reading them). `read(positions)` then fetches
 full rows, touching only the Parquet row groups that hold them; decoded row groups are
 kept in an LRU cache of `cache_row_groups` groups (512 rows each), so an epoch over a
 bank that fits in memory decodes each group once.
@@ -28,22 +29,24 @@ class BankReader:
         self.files = files
         self._cache: OrderedDict[tuple[int, int], pa.Table] = OrderedDict()
         self._cache_size = cache_row_groups
-        ids, samples, shard_of, row_of = [], [], [], []
+        ids, samples, correct, shard_of, row_of = [], [], [], [], []
         self._files: list[pq.ParquetFile] = []
         for i, shard in enumerate(files.shards):
             pf = self._open(shard.file)
-            t = pf.read(columns=["prompt_id", "sample_index"])
+            t = pf.read(columns=["prompt_id", "sample_index", "correct"])
             if t.num_rows != shard.rows:
                 raise UserError(f"{files.location.path(shard.file)}: {t.num_rows} rows, manifest says {shard.rows}; "
                                 "run `s2lpo bank verify` and re-run explore to repair")
             ids.append(t.column("prompt_id").to_numpy(zero_copy_only=False))
             samples.append(t.column("sample_index").to_numpy())
+            correct.append(t.column("correct").to_numpy(zero_copy_only=False).astype(bool))
             shard_of.append(np.full(t.num_rows, i, dtype=np.int32))
             row_of.append(np.arange(t.num_rows, dtype=np.int64))
             self._files.append(pf)
         cat = (lambda xs, dt: np.concatenate(xs) if xs else np.empty(0, dtype=dt))
         self.prompt_ids = cat(ids, object)
         self.sample_index = cat(samples, np.int32)
+        self.correct = cat(correct, bool)
         self.shard = cat(shard_of, np.int32)
         self.row = cat(row_of, np.int64)
         order = np.argsort(self.prompt_ids, kind="stable") if len(self.prompt_ids) else np.empty(0, np.int64)

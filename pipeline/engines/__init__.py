@@ -6,6 +6,6 @@ the log-prob of every sampled token under the model's raw (untempered, unfiltere
 distribution, and why generation stopped.
 """
 
-from pipeline.engines.base import Completion, Engine, SamplingParams
+from pipeline.engines.base import Completion, Engine, EngineKind, SamplingParams, resolve_engine_kind
 
-__all__ = ["Completion", "Engine", "SamplingParams"]
+__all__ = ["Completion", "Engine", "EngineKind", "SamplingParams", "resolve_engine_kind"]

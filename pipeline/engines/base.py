@@ -2,8 +2,32 @@
 
 from __future__ import annotations
 
+import enum
 from dataclasses import dataclass
 from typing import Protocol, Sequence
+
+
+
+class EngineKind(enum.Enum):
+    """Generation backend. `auto` = vLLM when a CUDA GPU and vLLM are present, else HF
+    `generate` (faster than vLLM-CPU for the ~1M-parameter testbed models; see
+    benchmarks/explore_engines.py)."""
+
+    AUTO = "auto"
+    VLLM = "vllm"
+    HF = "hf"
+
+
+def resolve_engine_kind(kind: EngineKind) -> EngineKind:
+    """`auto` → vLLM iff a CUDA GPU and the vllm package are both present, else HF."""
+    if kind is not EngineKind.AUTO:
+        return kind
+    import importlib.util
+
+    import torch
+
+    return EngineKind.VLLM if torch.cuda.is_available() and importlib.util.find_spec("vllm") else EngineKind.HF
+
 
 FINISH_STOP = "stop"  # the model emitted its end-of-sequence token
 FINISH_LENGTH = "length"  # max_new_tokens ran out first

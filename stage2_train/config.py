@@ -1,0 +1,143 @@
+"""`TrainConfig`: the `train` section of params.yaml.
+
+Defaults are the paper's algorithm (METHOD §2) at testbed scale. Paper scale for
+reference: lr 1e-6, G = 16, 1024 prompts per step, T = 16, T_mix = 8, max response
+4096 tokens, learner Qwen/Qwen3-8B-Base with a bank of Qwen/Qwen3-1.7B-Base rollouts.
+The testbed defaults (lr 1e-4, G = 8, 16 prompts per step, 80 steps, T_mix = T/2) are
+those of the issue's prototype, so its observations can be reproduced.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Optional
+
+from pipeline.engines.base import EngineKind
+from stage2_train.groups import BankPrompts, BankRows, Mixing
+from stage2_train.rl_math import Aggregation, BankCorrection, Baseline
+from stage2_train.schedule import Schedule
+
+
+@dataclass(frozen=True)
+class AnnealConfig:
+    """α per step (stage2_train.schedule). `constant` with initial_rate 0 is plain GRPO."""
+
+    schedule: Schedule = Schedule.LINEAR
+    t_mix: int = 40  # T_mix in steps (paper: T/2)
+    initial_rate: float = 1.0
+    floor: float = 0.05  # exponential schedule only
+
+
+@dataclass(frozen=True)
+class LossConfig:
+    """The policy objective (stage2_train.rl_math documents each option's source)."""
+
+    baseline: Baseline = Baseline.GROUP
+    normalize_std: bool = True  # false = Dr.GRPO
+    aggregation: Aggregation = Aggregation.TOKEN_MEAN
+    clip_low: float = 0.2
+    clip_high: float = 0.2  # > clip_low = DAPO clip-higher
+    dual_clip: Optional[float] = 3.0
+    kl_coef: float = 0.001  # 0 skips loading the reference model
+    bank_correction: BankCorrection = BankCorrection.NONE
+    is_cap: float = 1.0  # C of min(π_old/π_explorer, C)
+    luffy_gamma: float = 0.1  # γ of f(π) = π/(π+γ)
+
+
+@dataclass(frozen=True)
+class LoraSettings:
+    """LoRA through peft; r = 0 trains every weight (full fine-tuning)."""
+
+    r: int = 0
+    alpha: int = 16
+    dropout: float = 0.0
+    target_modules: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "o_proj")
+
+
+@dataclass(frozen=True)
+class EvalSettings:
+    """Periodic held-out evaluation (pass@1 and pass@k, by subset when problems carry
+    `meta.flawed`). every = 0 disables it; it always runs at step 0 and at the end."""
+
+    every: int = 10
+    problems: Optional[str] = "data/testbed/test.jsonl"
+    limit: Optional[int] = None
+    samples: int = 16
+    temperature: float = 1.0
+    top_p: float = 1.0
+    top_k: int = 0
+    max_new_tokens: int = 48
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """One GRPO / S2L-PO run: learner, bank, schedule, objective and run management."""
+
+    prompts: str = "data/testbed/train.jsonl"  # the bank's prompts (or a subset of them)
+    split: str = "train"
+    layout: str = "auto"
+    question_field: Optional[str] = None
+    answer_field: Optional[str] = None
+    limit: Optional[int] = None
+    learner: str = "data/testbed/learner"  # local directory or hub id (e.g. Qwen/Qwen3-8B-Base)
+    revision: Optional[str] = None
+    template: str = "{question}="  # must equal the bank's
+    bank: Optional[str] = "data/bank"  # None = plain GRPO without a bank
+    out_dir: str = "data/train"
+    seed: int = 0
+    steps: int = 80
+    prompts_per_step: int = 16
+    group_size: int = 8  # G
+    mixing: Mixing = Mixing.MIXED
+    bank_rows: BankRows = BankRows.ALL
+    bank_prompts: BankPrompts = BankPrompts.ALL
+    anneal: AnnealConfig = field(default_factory=AnnealConfig)
+    temperature: float = 1.0  # online sampling (paper: 1.0; token-level-noise baseline: e.g. 1.2)
+    top_p: float = 1.0
+    top_k: int = 0
+    max_new_tokens: int = 48
+    lr: float = 1.0e-4
+    weight_decay: float = 0.01
+    beta1: float = 0.9
+    beta2: float = 0.999
+    grad_clip: float = 1.0
+    ppo_epochs: int = 1
+    mini_batch_size: int = 64  # responses per optimizer step
+    micro_batch_size: int = 64  # responses per forward/backward (gradient accumulation)
+    loss: LossConfig = field(default_factory=LossConfig)
+    lora: LoraSettings = field(default_factory=LoraSettings)
+    eval: EvalSettings = field(default_factory=EvalSettings)
+    engine: EngineKind = EngineKind.AUTO
+    batch_size: int = 2048  # sequences per HF generate call
+    dtype: str = "float32"
+    gpu_memory_utilization: float = 0.3
+    tensor_parallel_size: int = 1
+    scoring_workers: int = 0  # 0 = score in this process (trusted, short outputs: the testbed)
+    score_timeout_s: float = 10.0
+    checkpoint_every: int = 20
+    keep_checkpoints: int = 2
+    tensorboard: bool = True
+    wandb_project: Optional[str] = None
+    threads: Optional[int] = None  # torch CPU threads (None = torch's default)
+    trust_remote_code: bool = False
+
+    def __post_init__(self) -> None:
+        if self.group_size < 2:
+            raise ValueError("group_size must be ≥ 2 (a group of one has no advantage)")
+        if self.steps < 1 or self.prompts_per_step < 1:
+            raise ValueError("steps and prompts_per_step must be ≥ 1")
+        if self.mini_batch_size < 1 or self.micro_batch_size < 1 or self.ppo_epochs < 1:
+            raise ValueError("mini_batch_size, micro_batch_size and ppo_epochs must be ≥ 1")
+        if self.temperature <= 0 or not 0 < self.top_p <= 1:
+            raise ValueError("need temperature > 0 and 0 < top_p ≤ 1")
+        if self.loss.clip_low < 0 or self.loss.clip_high < 0:
+            raise ValueError("clip_low and clip_high must be ≥ 0")
+
+    @property
+    def uses_bank(self) -> bool:
+        from stage2_train.schedule import anneal_rate
+
+        return self.bank is not None and any(
+            anneal_rate(i, schedule=self.anneal.schedule, t_mix=self.anneal.t_mix,
+                        initial_rate=self.anneal.initial_rate, floor=self.anneal.floor) > 0
+            for i in range(1, min(self.steps, max(self.anneal.t_mix, 1)) + 1))

@@ -1,0 +1,41 @@
+"""Periodic held-out evaluation during training: pass@1 and pass@k by subset.
+
+Subsets come from the problems' `meta.flawed` flag when present (the testbed's planted
+flaw): `all`, `flawed` and `rest`. The sampling seed is the same at every evaluation and
+in every run with the same seed, so curves of different methods share their noise.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from pipeline.data import load_problems
+from pipeline.engines import SamplingParams
+from pipeline.evaluation import correct_counts, passk_by_subset, powers_of_two
+from stage2_train.rollout import step_seed
+
+
+class Evaluator:
+    def __init__(self, cfg, run) -> None:
+        self.cfg, self.run = cfg, run
+        ev = cfg.eval
+        self.problems = [] if not ev.problems or ev.every < 0 else load_problems(ev.problems, limit=ev.limit)
+        flawed = np.array([bool(p.meta.get("flawed", False)) for p in self.problems], dtype=bool)
+        self.subsets = {"all": np.ones(len(self.problems), dtype=bool)}
+        if flawed.any():
+            self.subsets.update(flawed=flawed, rest=~flawed)
+
+    def evaluate(self, step: int) -> dict:
+        if not self.problems:
+            return {}
+        ev = self.cfg.eval
+        params = SamplingParams(n=ev.samples, temperature=ev.temperature, top_p=ev.top_p, top_k=ev.top_k,
+                                max_new_tokens=ev.max_new_tokens, seed=step_seed(self.cfg.seed, 0, "eval"))
+        counts = correct_counts(self.run.engine, self.run.tokenizer, self.problems, params,
+                                template=self.cfg.template, scorer=self.run.scorer)
+        table = passk_by_subset(counts, ev.samples, self.subsets, powers_of_two(ev.samples))
+        out = {}
+        for subset, by_k in table.items():
+            prefix = "eval/" if subset == "all" else f"eval/{subset}/"
+            out.update({f"{prefix}pass@{k}": float(v) for k, v in by_k.items()})
+        return out

@@ -1,0 +1,120 @@
+"""Loading the learner (full fine-tuning or LoRA), its reference, its engine, the scorer,
+and the bank — with the checks that make a bank/learner mismatch a one-line refusal."""
+
+from __future__ import annotations
+
+from pipeline.errors import UserError
+
+
+def load_learner(cfg):
+    """(tokenizer, trainable learner, frozen reference or None). With LoRA the reference is
+    the base model under `disable_adapter()`, so no second copy is loaded."""
+    from pipeline.models import load_causal_lm, load_tokenizer
+
+    tokenizer = load_tokenizer(cfg.learner, revision=cfg.revision, trust_remote_code=cfg.trust_remote_code)
+    model = load_causal_lm(cfg.learner, revision=cfg.revision, dtype=cfg.dtype, trust_remote_code=cfg.trust_remote_code)
+    ref = None
+    if cfg.lora.r > 0:
+        from peft import LoraConfig, get_peft_model
+
+        names = {n.rsplit(".", 1)[-1] for n, _ in model.named_modules()}
+        missing = [m for m in cfg.lora.target_modules if m not in names]
+        if missing:
+            raise UserError(f"lora.target_modules: {missing} are not modules of {cfg.learner}; pick from "
+                            f"{sorted(n for n in names if n.endswith('proj'))}")
+        model = get_peft_model(model, LoraConfig(r=cfg.lora.r, lora_alpha=cfg.lora.alpha, lora_dropout=cfg.lora.dropout,
+                                                 target_modules=list(cfg.lora.target_modules)))
+    elif cfg.loss.kl_coef > 0:
+        ref = load_causal_lm(cfg.learner, revision=cfg.revision, dtype=cfg.dtype,
+                             trust_remote_code=cfg.trust_remote_code).eval().requires_grad_(False)
+    return tokenizer, model, ref
+
+
+def build_engine(cfg, model, tokenizer):
+    """HF generate on the training model itself, or a vLLM engine synced every step."""
+    from pipeline.engines import EngineKind, resolve_engine_kind
+
+    if resolve_engine_kind(cfg.engine) is EngineKind.VLLM:
+        from pipeline.engines.vllm import VLLMEngine
+
+        engine = VLLMEngine(cfg.learner, revision=cfg.revision, dtype=cfg.dtype, seed=cfg.seed,
+                            gpu_memory_utilization=cfg.gpu_memory_utilization,
+                            tensor_parallel_size=cfg.tensor_parallel_size, trust_remote_code=cfg.trust_remote_code,
+                            in_process=True)
+        engine.load_weights(merged_state_dict(model))  # LoRA adapters start as identity; harmless either way
+        return engine
+    from pipeline.engines.hf import HFEngine
+
+    return _TrainingHFEngine(model, tokenizer, batch_size=cfg.batch_size)
+
+
+class _TrainingHFEngine:
+    """HFEngine over the learner being trained: eval mode while sampling, then back."""
+
+    def __init__(self, model, tokenizer, *, batch_size: int) -> None:
+        from pipeline.engines.hf import HFEngine
+
+        self.model = model
+        self.inner = HFEngine(model, tokenizer, batch_size=batch_size)
+
+    def generate(self, prompts, params):
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            return self.inner.generate(prompts, params)
+        finally:
+            self.model.train(was_training)
+
+
+def merged_state_dict(model) -> dict:
+    """The learner's weights under the base model's parameter names (LoRA merged in)."""
+    import torch
+
+    if not hasattr(model, "peft_config"):
+        return {k: v.detach() for k, v in model.state_dict().items()}
+    with torch.no_grad():
+        model.merge_adapter()
+        try:
+            base = model.get_base_model()
+            return {k.replace(".base_layer", ""): v.detach().clone() for k, v in base.state_dict().items()
+                    if "lora_" not in k}
+        finally:
+            model.unmerge_adapter()
+
+
+def make_scorer(cfg):
+    from pipeline.scoring_pool import ScoringPool
+
+    return ScoringPool(cfg.scoring_workers, timeout_s=cfg.score_timeout_s).score
+
+
+def open_bank_for(cfg, tokenizer, problems, scorer, *, echo=print):
+    """(reader, rescorer or None) after checking the bank was made for this learner and prompts."""
+    from pipeline.bank.reader import BankReader
+    from pipeline.models import tokenizer_fingerprint
+    from pipeline.prompts import template_fingerprint
+    from pipeline.verifier import VERIFIER_VERSION
+
+    reader = BankReader.open(cfg.bank)
+    identity = reader.files.identity
+    mine = tokenizer_fingerprint(tokenizer)
+    if identity.get("tokenizer") != mine:
+        raise UserError(f"{cfg.bank}: filled by an explorer whose tokenizer ({identity.get('tokenizer')}) differs from "
+                        f"the learner's ({mine}); use a learner of the explorer's family or a bank made for it")
+    tmpl = template_fingerprint(tokenizer, cfg.template)
+    if identity.get("template", {}).get("fingerprint") != tmpl:
+        raise UserError(f"{cfg.bank}: prompts rendered with template {identity.get('template', {}).get('text')!r}, "
+                        f"but train.template is {cfg.template!r}; set train.template to the bank's")
+    covered = sum(p.id in reader.pool for p in problems)
+    if covered == 0:
+        raise UserError(f"{cfg.bank}: holds none of the {len(problems)} training prompts of {cfg.prompts}; "
+                        "run `s2lpo explore` on these prompts first")
+    if covered < len(problems):
+        echo(f"warning: {len(problems) - covered} of {len(problems)} training prompts have no bank rows; "
+             "their groups are generated online")
+    rescorer = None
+    if identity.get("verifier", {}).get("version") != VERIFIER_VERSION:
+        echo(f"bank rewards came from {identity.get('verifier', {}).get('version')}; re-scoring drawn rows with "
+             f"{VERIFIER_VERSION}")
+        rescorer = scorer
+    return reader, rescorer

@@ -1,0 +1,96 @@
+"""One step's rollouts: online responses from the learner, bank rows from the explorer,
+one verifier over both, assembled group-major (bank members first in each group).
+
+Shell around the pure `groups` plan: it talks to the engine, the bank reader and the
+scorer, and returns plain `Response` records that `policy.pack` turns into tensors.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from pipeline.engines import Engine, SamplingParams
+
+
+@dataclass(frozen=True)
+class Response:
+    """One member of a group. `explorer_logprobs` is set for bank rows only."""
+
+    group: int
+    prompt_ids: tuple[int, ...]
+    token_ids: tuple[int, ...]
+    text: str
+    reward: float
+    correct: bool
+    from_bank: bool
+    truncated: bool
+    explorer_logprobs: tuple[float, ...] | None = None
+
+
+def step_seed(seed: int, step: int, purpose: str) -> int:
+    """A 31-bit seed fixed by (run seed, step, purpose): resumed runs repeat exactly."""
+    return int.from_bytes(hashlib.sha256(f"{seed}:{step}:{purpose}".encode()).digest()[:4], "big") >> 1
+
+
+def sample_online(engine: Engine, prompt_ids: Sequence[Sequence[int]], counts: Sequence[int],
+                  params: SamplingParams) -> list[list]:
+    """`counts[p]` completions for prompt p (one engine call per distinct count)."""
+    by_count: dict[int, list[int]] = {}
+    for p, n in enumerate(counts):
+        if n > 0:
+            by_count.setdefault(n, []).append(p)
+    out: list[list] = [[] for _ in counts]
+    for n, ps in sorted(by_count.items()):
+        call = SamplingParams(n=n, temperature=params.temperature, top_p=params.top_p, top_k=params.top_k,
+                              max_new_tokens=params.max_new_tokens, seed=params.seed + n)
+        for p, group in zip(ps, engine.generate([prompt_ids[p] for p in ps], call)):
+            out[p] = group
+    return out
+
+
+def online_responses(completions: list[list], prompt_ids, golds: Sequence[str], scorer) -> list[list[Response]]:
+    """Score every completion against its prompt's gold answer."""
+    flat = [(p, c) for p, group in enumerate(completions) for c in group]
+    scores = scorer([c.text for _, c in flat], [golds[p] for p, _ in flat])
+    out: list[list[Response]] = [[] for _ in completions]
+    for (p, c), s in zip(flat, scores):
+        out[p].append(Response(p, tuple(prompt_ids[p]), tuple(c.token_ids), c.text, float(s.reward), bool(s.correct),
+                               False, c.finish_reason == "length"))
+    return out
+
+
+def bank_responses(reader, rows: Sequence[np.ndarray], prompt_ids, golds: Sequence[str], *,
+                   rescore=None) -> list[list[Response]]:
+    """Read the planned bank rows; `rescore` (a scorer) replaces the cached rewards when the
+    bank was filled by a different verifier version."""
+    flat = [(p, int(r)) for p, rs in enumerate(rows) for r in rs]
+    out: list[list[Response]] = [[] for _ in rows]
+    if not flat:
+        return out
+    table = reader.read([r for _, r in flat]).to_pydict()
+    rewards, correct = table["reward"], table["correct"]
+    if rescore is not None:
+        scores = rescore(table["response"], [golds[p] for p, _ in flat])
+        rewards, correct = [s.reward for s in scores], [s.correct for s in scores]
+    for k, (p, _) in enumerate(flat):
+        out[p].append(Response(p, tuple(prompt_ids[p]), tuple(table["response_token_ids"][k]), table["response"][k],
+                               float(rewards[k]), bool(correct[k]), True, table["finish_reason"][k] == "length",
+                               tuple(table["logprobs"][k])))
+    return out
+
+
+def assemble(bank: list[list[Response]], online: list[list[Response]], *, keep_online: Sequence[int],
+             group_size: int) -> list[Response]:
+    """Group-major list: each prompt's bank members, then its first `keep_online[p]` online
+    responses; every group must come out with exactly `group_size` members."""
+    out: list[Response] = []
+    for p, (b, o) in enumerate(zip(bank, online)):
+        members = list(b) + list(o[: keep_online[p]])
+        if len(members) != group_size:
+            raise RuntimeError(f"group {p} has {len(members)} members, expected {group_size}")
+        out.extend(members)
+    return out

@@ -1,0 +1,240 @@
+"""`s2lpo train`: the run around the step — setup, the step loop, evaluation, checkpoints.
+
+Setup refuses, in one line each: a learner whose tokenizer or prompt template differs
+from the bank's explorer's, a bank that holds none of the training prompts, and an
+out_dir that already holds a different run. The loop draws the prompts of step i from
+a per-epoch permutation fixed by the seed, so a resumed run sees the same data.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from pipeline.config import to_dict
+from pipeline.data import load_problems
+from pipeline.errors import UserError
+from stage2_train import checkpoint as ckpt
+from stage2_train.config import TrainConfig
+from stage2_train.groups import Mixing, alternating_sizes, eligible_pool
+from stage2_train.metrics import MetricsLog
+from stage2_train.rollout import step_seed
+from stage2_train.schedule import anneal_rate, bank_count
+from stage2_train.step import Timer, collect, update
+
+# settings a resumed run may change (they do not alter what the steps compute)
+RESUMABLE_CHANGES = {"steps", "checkpoint_every", "keep_checkpoints", "tensorboard", "wandb_project", "threads",
+                     "scoring_workers", "score_timeout_s", "batch_size"}
+
+
+def batch_prompts(num_prompts: int, per_step: int, step: int, seed: int) -> list[int]:
+    """Prompt indices of 1-based `step`: consecutive slices of per-epoch permutations."""
+    out: list[int] = []
+    start = (step - 1) * per_step
+    while len(out) < per_step:
+        epoch, offset = divmod(start + len(out), num_prompts)
+        perm = np.random.default_rng(step_seed(seed, epoch, "epoch")).permutation(num_prompts)
+        out.extend(perm[offset : offset + per_step - len(out)].tolist())
+    return out
+
+
+@dataclass
+class Run:
+    """Everything a step needs; built by `setup`."""
+
+    cfg: TrainConfig
+    tokenizer: object
+    model: object
+    trainable: list
+    optimizer: object
+    engine: object
+    scorer: object
+    problems: list
+    prompt_token_ids: list
+    reader: object = None
+    pool: dict = field(default_factory=dict)
+    bank_rescorer: object = None
+    ref_model: object = None
+    online_tokens: int = 0
+    last_checkpoint: str | None = None
+
+    def reference_logprobs(self, batch):
+        from stage2_train.policy import batched_logprobs
+
+        if self.ref_model is not None:
+            return batched_logprobs(self.ref_model, batch, self.cfg.micro_batch_size)
+        with self.model.disable_adapter():  # LoRA: the reference is the base model
+            return batched_logprobs(self.model, batch, self.cfg.micro_batch_size)
+
+    def last_checkpoint_note(self) -> str:
+        where = self.last_checkpoint or "none yet (the run starts from the initial learner)"
+        return (f"the run stopped without applying it; last good checkpoint: {where}. Lower lr or grad_clip "
+                "and resume with --resume")
+
+
+def alpha_at(cfg: TrainConfig, step: int) -> float:
+    if cfg.bank is None:
+        return 0.0
+    a = cfg.anneal
+    return anneal_rate(step, schedule=a.schedule, t_mix=a.t_mix, initial_rate=a.initial_rate, floor=a.floor)
+
+
+def run_train(cfg: TrainConfig, *, resume: bool = False, echo=print, progress: bool = True) -> dict:
+    """Train for `cfg.steps` steps (continuing from the latest checkpoint with `resume`)."""
+    from tqdm import tqdm
+
+    from stage2_train.evaluate import Evaluator
+
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    out = Path(cfg.out_dir)
+    _claim_out_dir(cfg, out, resume)
+    run = setup(cfg, echo=echo)
+    start = 0
+    if resume and (path := ckpt.latest_checkpoint(out)) is not None:
+        state = ckpt.load_checkpoint(path, model=run.model, optimizer=run.optimizer)
+        start, run.online_tokens, run.last_checkpoint = state["step"], state["online_tokens"], str(path)
+        echo(f"resuming from {path} (step {start})")
+    evaluator = Evaluator(cfg, run)
+    log = MetricsLog(out, resume_step=start, tensorboard=cfg.tensorboard, wandb_project=cfg.wandb_project,
+                     run_name=out.name, config=to_dict(cfg))
+    try:
+        if start == 0:
+            log.log(0, {"online_tokens": 0, **evaluator.evaluate(0)})
+        bar = tqdm(range(start + 1, cfg.steps + 1), desc="train", unit="step", initial=start, total=cfg.steps,
+                   dynamic_ncols=True, disable=not progress)
+        for step in bar:
+            stats = train_step(run, step)
+            if cfg.eval.every and (step % cfg.eval.every == 0) or step == cfg.steps:
+                stats.update(evaluator.evaluate(step))
+            log.log(step, stats)
+            bar.set_postfix(alpha=f"{stats['alpha']:.2f}", acc=f"{stats['accuracy']:.2f}")
+            if step % cfg.checkpoint_every == 0 or step == cfg.steps:
+                state = {"online_tokens": run.online_tokens, "seed": cfg.seed,
+                         "data_order": {"prompts": len(run.problems), "per_step": cfg.prompts_per_step}}
+                path = ckpt.save_checkpoint(out, step=step, model=run.model, optimizer=run.optimizer, state=state,
+                                            keep=cfg.keep_checkpoints)
+                run.last_checkpoint = str(path)
+    finally:
+        log.close()
+    return _finish(run, out, echo)
+
+
+def train_step(run: Run, step: int) -> dict:
+    """Algorithm 1, one step (METHOD §2), or the released code's alternating pair of steps."""
+    cfg, timer = run.cfg, Timer()
+    t0 = time.perf_counter()
+    alpha = alpha_at(cfg, step)
+    prompts = batch_prompts(len(run.problems), cfg.prompts_per_step, step, cfg.seed)
+    if cfg.mixing is Mixing.MIXED:
+        collected = collect(run, step, prompts, alpha=alpha, group_size=cfg.group_size, timer=timer)
+        run.model.train()
+        stats = update(run, collected, step, timer)
+        online_tokens = collected.online_tokens
+    else:
+        stats, online_tokens = _alternating(run, step, prompts, alpha, timer)
+    run.online_tokens += online_tokens
+    stats.update({"alpha": alpha, "lr": run.optimizer.param_groups[0]["lr"], "online_tokens": run.online_tokens,
+                  **{f"time/{k}": v for k, v in timer.seconds.items()}, "time/step": time.perf_counter() - t0})
+    _sync_engine(run)
+    return stats
+
+
+def _alternating(run: Run, step: int, prompts: list[int], alpha: float, timer: Timer) -> tuple[dict, int]:
+    """Bank-only groups of ⌈αG⌉ then online-only groups of ⌈(1−α)G⌉ on the next prompts,
+    one optimizer pass each (METHOD §3); reported stats are the online phase's plus bank counts."""
+    cfg = run.cfg
+    bank_size, online_size = alternating_sizes(alpha, cfg.group_size)
+    tokens, bank_stats = 0, {}
+    if bank_size > 0:
+        collected = collect(run, step, prompts, alpha=1.0, group_size=bank_size, timer=timer, phase="-bank")
+        run.model.train()
+        bank_stats = update(run, collected, step, timer)
+        tokens += collected.online_tokens
+        prompts = batch_prompts(len(run.problems), cfg.prompts_per_step, step + cfg.steps, cfg.seed)
+    stats = {}
+    if online_size > 0:
+        collected = collect(run, step, prompts, alpha=0.0, group_size=online_size, timer=timer, phase="-online")
+        run.model.train()
+        stats = update(run, collected, step, timer)
+        tokens += collected.online_tokens
+    merged = dict(stats or bank_stats)
+    for key in ("bank/responses", "bank/reward", "bank/accuracy", "bank/length", "tokens/bank"):
+        if key in bank_stats:
+            merged[key] = bank_stats[key]
+    merged["g_w"], merged["g_s"] = float(bank_size), float(online_size)
+    merged["tokens/online_generated"] = tokens
+    return merged, tokens
+
+
+def _sync_engine(run: Run) -> None:
+    """Push the learner's new weights into a separate inference engine (vLLM)."""
+    if hasattr(run.engine, "load_weights"):
+        from stage2_train.models import merged_state_dict
+
+        run.engine.load_weights(merged_state_dict(run.model))
+
+
+def _claim_out_dir(cfg: TrainConfig, out: Path, resume: bool) -> None:
+    saved = out / "config.json"
+    mine = to_dict(cfg)
+    if saved.exists():
+        theirs = json.loads(saved.read_text())
+        if not resume:
+            raise UserError(f"{out}: already holds a run; pass --resume to continue it or set out_dir elsewhere")
+        diff = sorted(k for k in set(mine) | set(theirs) if mine.get(k) != theirs.get(k) and k not in RESUMABLE_CHANGES)
+        if diff:
+            raise UserError(f"{saved}: the run was started with different settings ({', '.join(diff)}); resume with "
+                            "the same settings or set out_dir elsewhere")
+    out.mkdir(parents=True, exist_ok=True)
+    tmp = out / ".config.json.tmp"
+    tmp.write_text(json.dumps(mine, indent=1))
+    tmp.replace(saved)
+
+
+def _finish(run: Run, out: Path, echo) -> dict:
+    from stage2_train.metrics import read_jsonl
+
+    model_dir = out / "model"
+    run.model.save_pretrained(model_dir, safe_serialization=True)
+    run.tokenizer.save_pretrained(model_dir)
+    records = read_jsonl(out / "metrics.jsonl")
+    final = [r for r in records if any(k.startswith("eval/") for k in r)]
+    summary = {"steps": run.cfg.steps, "online_tokens": run.online_tokens,
+               "final": {k: v for k, v in (final[-1] if final else {}).items() if k.startswith("eval/")},
+               "seconds_per_step": float(np.mean([r["time/step"] for r in records if "time/step" in r] or [math.nan]))}
+    tmp = out / ".summary.json.tmp"
+    tmp.write_text(json.dumps(summary, indent=1))
+    tmp.replace(out / "summary.json")
+    echo(f"trained {run.cfg.steps} steps, {run.online_tokens} online tokens; model in {model_dir}")
+    return summary
+
+
+def setup(cfg: TrainConfig, *, echo=print) -> Run:
+    from stage2_train.models import build_engine, load_learner, make_scorer, open_bank_for
+
+    problems = load_problems(cfg.prompts, split=cfg.split, layout=cfg.layout, question_field=cfg.question_field,
+                             answer_field=cfg.answer_field, limit=cfg.limit)
+    torch.manual_seed(cfg.seed)
+    tokenizer, model, ref_model = load_learner(cfg)
+    from pipeline.prompts import render_prompts
+
+    texts = render_prompts(tokenizer, [p.question for p in problems], template=cfg.template)
+    prompt_token_ids = tokenizer(texts, add_special_tokens=True)["input_ids"]
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(trainable, lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(cfg.beta1, cfg.beta2))
+    run = Run(cfg, tokenizer, model, trainable, optimizer, build_engine(cfg, model, tokenizer), make_scorer(cfg),
+              problems, prompt_token_ids, ref_model=ref_model)
+    if cfg.uses_bank:
+        run.reader, run.bank_rescorer = open_bank_for(cfg, tokenizer, problems, run.scorer, echo=echo)
+        run.pool = eligible_pool(run.reader.pool, run.reader.correct, cfg.bank_rows)
+    g_w = [bank_count(alpha_at(cfg, i), cfg.group_size) for i in range(1, cfg.steps + 1)]
+    echo(f"train: {len(problems)} prompts, {cfg.steps} steps × {cfg.prompts_per_step} prompts × G={cfg.group_size}; "
+         f"bank share G_w per step {g_w[:3]}…{g_w[-1:]}; {sum(p.numel() for p in trainable):,} trainable parameters")
+    return run

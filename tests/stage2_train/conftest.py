@@ -1,0 +1,77 @@
+"""A tiny stage-2 world: a random 1-layer learner, 24 testbed prompts, a held-out split
+with flawed problems, and a hand-written bank whose rows are half right and half wrong
+(so mixed groups always carry reward variance, whatever the random learner says)."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+TEMPLATE = "{question}="
+
+
+def write_bank(path, problems, tokenizer, *, per_prompt: int = 4, tokenizer_fp: str | None = None) -> None:
+    from pipeline.bank.schema import BankRecord, records_to_table
+    from pipeline.bank.store import BankWriter
+    from pipeline.models import tokenizer_fingerprint
+    from pipeline.prompts import template_fingerprint
+    from pipeline.testbed import task
+    from pipeline.verifier import VERIFIER_NAME, VERIFIER_VERSION
+
+    identity = {"schema_version": 1, "tokenizer": tokenizer_fp or tokenizer_fingerprint(tokenizer),
+                "template": {"text": TEMPLATE, "fingerprint": template_fingerprint(tokenizer, TEMPLATE)},
+                "verifier": {"name": VERIFIER_NAME, "version": VERIFIER_VERSION}, "test": "hand-written"}
+    writer = BankWriter(str(path), identity)
+    records = []
+    for p in problems:
+        nums = tuple(int(x) for x in p.question.split("+"))
+        prompt = TEMPLATE.format(question=p.question)
+        prompt_ids = tokenizer(prompt, add_special_tokens=True)["input_ids"]
+        for s in range(per_prompt):
+            right = s % 2 == 0
+            text = task.solution(nums, s, offset=0 if right else 10)
+            ids = tokenizer(text, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
+            records.append(BankRecord(p.id, s, prompt, prompt_ids, text, ids, [-0.5] * len(ids), float(right), right,
+                                      p.answer if right else None, "stop", len(ids)))
+    writer.write_shard(records_to_table(records))
+
+
+@pytest.fixture(scope="session")
+def train_world(tmp_path_factory, char_tokenizer):
+    from pipeline.data import Problem, write_problems_jsonl
+    from pipeline.testbed import task
+    from pipeline.testbed.model import ModelShape, build_model
+
+    root = tmp_path_factory.mktemp("train_world")
+    model = build_model(ModelShape(layers=1, hidden=64), char_tokenizer, seed=3)
+    model.save_pretrained(root / "learner")
+    char_tokenizer.save_pretrained(root / "learner")
+    rng = np.random.default_rng(0)
+    spec = task.TaskSpec()
+    train = [Problem(f"p{i:03d}", task.question(tuple(n)), task.answer(tuple(n)), {})
+             for i, n in enumerate(task.sample_numbers(rng, 24, spec))]
+    write_problems_jsonl(train, root / "train.jsonl")
+    test = [Problem(f"t{i:03d}", task.question(tuple(n)), task.answer(tuple(n)), {"flawed": bool(task.is_flawed(tuple(int(x) for x in n), spec))})
+            for i, n in enumerate(np.concatenate([task.sample_numbers(rng, 6, spec), task.sample_flawed_numbers(rng, 2, spec)]))]
+    write_problems_jsonl(test, root / "test.jsonl")
+    write_bank(root / "bank", train, char_tokenizer)
+    return root
+
+
+@pytest.fixture
+def train_config(train_world, tmp_path):
+    """A fast config: 6 prompts × G=4, 16 new tokens, linear anneal over 3 steps."""
+    from stage2_train.config import AnnealConfig, EvalSettings, TrainConfig
+
+    def make(**changes):
+        base = TrainConfig(prompts=str(train_world / "train.jsonl"), learner=str(train_world / "learner"),
+                           bank=str(train_world / "bank"), out_dir=str(tmp_path / "run"), steps=4, prompts_per_step=6,
+                           group_size=4, max_new_tokens=16, mini_batch_size=12, micro_batch_size=8, lr=1e-3,
+                           anneal=AnnealConfig(t_mix=3), checkpoint_every=2, tensorboard=True,
+                           eval=EvalSettings(every=2, problems=str(train_world / "test.jsonl"), samples=2,
+                                             max_new_tokens=16))
+        return dataclasses.replace(base, **changes)
+
+    return make
