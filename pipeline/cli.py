@@ -143,6 +143,39 @@ def train(params: Optional[Path] = ParamsOpt, overrides: list[str] = SetOpt,
     run_train(cfg, resume=resume, echo=typer.echo, progress=progress)
 
 
+study_app = typer.Typer(no_args_is_help=True, help="Run a study of train arms × seeds, and report it.")
+app.add_typer(study_app, name="study")
+
+
+@study_app.command("run")
+@user_errors
+def study_run(params: Optional[Path] = ParamsOpt, overrides: list[str] = SetOpt,
+              only: list[str] = typer.Option([], "--only", help="Run only this arm (repeatable).")) -> None:
+    """Run every arm × seed of the `study` section (resumable), then write the report."""
+    from pipeline.config import load_stage_config
+    from stage2_train.report import write_report
+    from stage2_train.study import StudyConfig, run_study
+
+    cfg = load_stage_config(StudyConfig, "study", params_path=params, overrides=overrides)
+    if only:
+        import dataclasses
+
+        cfg = dataclasses.replace(cfg, only=tuple(only))
+    run_study(cfg, params=str(params) if params else None, echo=typer.echo)
+    typer.echo(write_report(cfg.out_root, baseline=cfg.baseline, title=cfg.title))
+
+
+@study_app.command("report")
+@user_errors
+def study_report(root: Path = typer.Argument(..., help="The study's out_root."),
+                 baseline: str = typer.Option("grpo", help="Arm to compare against."),
+                 title: str = typer.Option("", help="Figure title.")) -> None:
+    """Tables (mean ± std over seeds) and curves vs steps and vs online tokens."""
+    from stage2_train.report import write_report
+
+    typer.echo(write_report(root, baseline=baseline, title=title))
+
+
 @app.command()
 @user_errors
 def evaluate(params: Optional[Path] = ParamsOpt, overrides: list[str] = SetOpt) -> None:

@@ -1,0 +1,136 @@
+"""The study report: per arm, pass@1 curves (overall, flawed, rest) over steps and over
+online rollout tokens, final values as mean ± std over seeds, and the comparisons the
+issue asks for against the baseline arm (plain GRPO):
+
+- steps_to_baseline_final: first evaluated step at which the arm's mean flawed-subset
+  pass@1 reaches the baseline's final mean (None if never);
+- worst_rest_gap: the most the arm's mean rest-subset pass@1 falls below the baseline's
+  mean curve at any evaluated step (points; negative = below);
+- token_ratio: the arm's online tokens over the baseline's at the last step.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from stage2_train.metrics import read_jsonl
+
+CURVES = [("eval/pass@1", "all problems"), ("eval/flawed/pass@1", "flawed subset"), ("eval/rest/pass@1", "rest")]
+
+
+def load_arms(root: str | Path) -> dict[str, list[list[dict]]]:
+    """{arm: [records of each finished seed]}."""
+    arms: dict[str, list[list[dict]]] = {}
+    for summary in sorted(Path(root).glob("*/seed*/summary.json")):
+        arms.setdefault(summary.parent.parent.name, []).append(read_jsonl(summary.parent / "metrics.jsonl"))
+    return arms
+
+
+def curve(runs: list[list[dict]], key: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(steps, mean, std, mean online tokens) over the steps every run evaluated."""
+    per_run = [{r["step"]: (r[key], r.get("online_tokens", 0)) for r in recs if r.get(key) is not None} for recs in runs]
+    steps = sorted(set.intersection(*(set(p) for p in per_run))) if per_run else []
+    vals = np.array([[p[s][0] for s in steps] for p in per_run])
+    toks = np.array([[p[s][1] for s in steps] for p in per_run])
+    return np.array(steps), vals.mean(0), vals.std(0), toks.mean(0)
+
+
+def summarise(arms: dict, baseline: str = "grpo") -> dict:
+    out = {}
+    base = arms.get(baseline)
+    for arm, runs in arms.items():
+        row = {"seeds": len(runs)}
+        for key, _ in CURVES + [("eval/pass@16", "")]:
+            finals = [recs[-1].get(key) for recs in runs if recs[-1].get(key) is not None]
+            if finals:
+                row[key] = (float(np.mean(finals)), float(np.std(finals)))
+        row["online_tokens"] = float(np.mean([recs[-1].get("online_tokens", 0) for recs in runs]))
+        row["seconds_per_step"] = float(np.mean([np.mean([r["time/step"] for r in recs if "time/step" in r])
+                                                 for recs in runs]))
+        if base:
+            row.update(_against(runs, base))
+        out[arm] = row
+    return out
+
+
+def _against(runs, base) -> dict:
+    res = {}
+    bs, bflaw, _, _ = curve(base, "eval/flawed/pass@1")
+    s, flaw, _, _ = curve(runs, "eval/flawed/pass@1")
+    if len(bs) and len(s):
+        hit = [int(st) for st, v in zip(s, flaw) if v >= bflaw[-1]]
+        res["steps_to_baseline_final"] = hit[0] if hit else None
+        res["baseline_final_steps"] = int(bs[-1])
+    bs, brest, _, _ = curve(base, "eval/rest/pass@1")
+    s, rest, _, _ = curve(runs, "eval/rest/pass@1")
+    common = sorted(set(bs.tolist()) & set(s.tolist()))
+    if common:
+        gaps = [rest[list(s).index(c)] - brest[list(bs).index(c)] for c in common]
+        res["worst_rest_gap"] = float(min(gaps)) * 100
+    btok = np.mean([recs[-1].get("online_tokens", 0) for recs in base])
+    res["token_ratio"] = float(np.mean([recs[-1].get("online_tokens", 0) for recs in runs]) / btok) if btok else None
+    return res
+
+
+def format_table(summary: dict) -> str:
+    def pm(v):
+        return f"{100 * v[0]:.1f} ± {100 * v[1]:.1f}" if v else "–"
+
+    lines = ["| arm | seeds | pass@1 | flawed pass@1 | rest pass@1 | pass@16 | steps to GRPO's final flawed | "
+             "worst rest gap vs GRPO (pts) | online tokens / GRPO | s/step |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for arm, r in summary.items():
+        gap = r.get("worst_rest_gap")
+        ratio = r.get("token_ratio")
+        lines.append(f"| {arm} | {r['seeds']} | {pm(r.get('eval/pass@1'))} | {pm(r.get('eval/flawed/pass@1'))} | "
+                     f"{pm(r.get('eval/rest/pass@1'))} | {pm(r.get('eval/pass@16'))} | "
+                     f"{r.get('steps_to_baseline_final', '–')} of {r.get('baseline_final_steps', '–')} | "
+                     f"{'–' if gap is None else f'{gap:+.1f}'} | {'–' if ratio is None else f'{ratio:.2f}'} | "
+                     f"{r['seconds_per_step']:.2f} |")
+    return "\n".join(lines)
+
+
+def plot(arms: dict, path: str | Path, title: str = "") -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(2, 3, figsize=(15, 8), sharey="col")
+    for col, (key, label) in enumerate(CURVES):
+        for arm, runs in arms.items():
+            steps, mean, std, toks = curve(runs, key)
+            if not len(steps):
+                continue
+            for row, x in enumerate((steps, toks / 1e3)):
+                line, = axes[row, col].plot(x, 100 * mean, label=arm)
+                axes[row, col].fill_between(x, 100 * (mean - std), 100 * (mean + std), alpha=0.15,
+                                            color=line.get_color())
+        axes[0, col].set_title(f"pass@1, {label}")
+        axes[0, col].set_xlabel("step")
+        axes[1, col].set_xlabel("online rollout tokens (thousands)")
+        axes[0, col].set_ylabel("%")
+        axes[1, col].set_ylabel("%")
+    axes[0, 0].legend(fontsize=8)
+    fig.suptitle(title or "mean ± std over seeds")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def write_report(root: str | Path, *, baseline: str = "grpo", title: str = "") -> str:
+    root = Path(root)
+    arms = load_arms(root)
+    if not arms:
+        from pipeline.errors import UserError
+
+        raise UserError(f"{root}: no finished runs (*/seed*/summary.json); run `s2lpo study run` first")
+    summary = summarise(arms, baseline)
+    table = format_table(summary)
+    plot(arms, root / "curves.png", title)
+    (root / "results.json").write_text(json.dumps(summary, indent=1))
+    (root / "report.md").write_text(f"# {title or root.name}\n\n{table}\n\n![curves](curves.png)\n")
+    return table

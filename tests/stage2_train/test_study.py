@@ -1,0 +1,57 @@
+import json
+
+import pytest
+
+from pipeline.errors import UserError
+from stage2_train.report import format_table, summarise, write_report
+from stage2_train.study import StudyConfig, check_arms, command, run_dirs
+
+
+def _records(flawed, rest, tokens_per_step):
+    recs = []
+    for i, (f, r) in enumerate(zip(flawed, rest)):
+        step = 10 * i
+        recs.append({"step": step, "eval/pass@1": (f + r) / 2, "eval/flawed/pass@1": f, "eval/rest/pass@1": r,
+                     "online_tokens": tokens_per_step * step, "time/step": 1.0})
+    return recs
+
+
+def test_comparisons_against_the_baseline_by_hand():
+    arms = {
+        "grpo": [_records([0.0, 0.1, 0.2], [0.9, 0.9, 0.9], 100), _records([0.0, 0.1, 0.4], [0.9, 0.9, 0.9], 100)],
+        "s2lpo": [_records([0.0, 0.35, 0.5], [0.9, 0.8, 0.9], 50), _records([0.0, 0.35, 0.5], [0.9, 0.84, 0.9], 50)],
+    }
+    s = summarise(arms, "grpo")
+    assert s["grpo"]["eval/flawed/pass@1"] == pytest.approx((0.3, 0.1))
+    assert s["s2lpo"]["steps_to_baseline_final"] == 10  # 0.35 ≥ GRPO's final mean 0.3 at step 10
+    assert s["s2lpo"]["worst_rest_gap"] == pytest.approx(-8.0)  # 0.82 vs 0.90
+    assert s["s2lpo"]["token_ratio"] == pytest.approx(0.5)
+    assert "| s2lpo | 2 |" in format_table(s)
+
+
+def test_write_report_needs_finished_runs(tmp_path):
+    with pytest.raises(UserError, match="no finished runs"):
+        write_report(tmp_path)
+    run = tmp_path / "grpo" / "seed0"
+    run.mkdir(parents=True)
+    (run / "summary.json").write_text("{}")
+    (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in _records([0, 0.5], [1, 1], 10)))
+    table = write_report(tmp_path)
+    assert "| grpo | 1 |" in table and (tmp_path / "curves.png").stat().st_size > 0
+
+
+def test_commands_and_arm_checks(tmp_path):
+    cfg = StudyConfig(out_root=str(tmp_path), seeds=(0, 1), arms={"grpo": {"anneal": {"initial_rate": 0.0}},
+                                                                  "hot": {"temperature": 1.2}})
+    runs = run_dirs(cfg)
+    assert [(a, s) for a, s, _ in runs] == [("grpo", 0), ("grpo", 1), ("hot", 0), ("hot", 1)]
+    cmd = command(cfg, "grpo", 1, runs[1][2], None)
+    assert "anneal.initial_rate=0.0" in cmd and "seed=1" in cmd and "--resume" not in cmd
+    runs[1][2].mkdir(parents=True)
+    (runs[1][2] / "config.json").write_text("{}")
+    assert "--resume" in command(cfg, "grpo", 1, runs[1][2], None)
+    check_arms(cfg, None)
+    with pytest.raises(UserError, match=r"study.arms.bad: .*train.temprature: unknown key"):
+        check_arms(StudyConfig(arms={"bad": {"temprature": 1.2}}), None)
+    with pytest.raises(UserError, match="not arms"):
+        run_dirs(StudyConfig(arms={"a": {}}, only=("b",)))
