@@ -143,20 +143,41 @@ def train(params: Optional[Path] = ParamsOpt, overrides: list[str] = SetOpt,
     run_train(cfg, resume=resume, echo=typer.echo, progress=progress)
 
 
+@app.command()
+@user_errors
+def subset(source: str = typer.Argument(..., help="Problems file (.jsonl/.parquet) or hub id."),
+           out: Path = typer.Argument(..., help="JSONL file to write."),
+           flag: str = typer.Option(..., "--flag", help="Boolean field to stratify on, e.g. flawed."),
+           fraction: float = typer.Option(..., "--fraction", help="Share of flagged problems in the subset."),
+           seed: int = typer.Option(0, "--seed")) -> None:
+    """Write a subset keeping every flagged problem and enough others for the given share."""
+    from pipeline.data import load_problems, stratified_subset, write_problems_jsonl
+
+    chosen = stratified_subset(load_problems(source), flag=flag, fraction=fraction, seed=seed)
+    write_problems_jsonl(chosen, out)
+    typer.echo(f"{out}: {len(chosen)} problems, {sum(bool(p.meta.get(flag)) for p in chosen)} with {flag}")
+
+
 study_app = typer.Typer(no_args_is_help=True, help="Run a study of train arms × seeds, and report it.")
 app.add_typer(study_app, name="study")
 
 
 @study_app.command("run")
 @user_errors
-def study_run(params: Optional[Path] = ParamsOpt, overrides: list[str] = SetOpt,
+def study_run(name: str = typer.Argument(..., help="The study: section study_<NAME> of params.yaml."),
+              params: Optional[Path] = ParamsOpt, overrides: list[str] = SetOpt,
               only: list[str] = typer.Option([], "--only", help="Run only this arm (repeatable).")) -> None:
-    """Run every arm × seed of the `study` section (resumable), then write the report."""
-    from pipeline.config import load_stage_config
+    """Run every arm × seed of a study (resumable), then write its report."""
+    from pipeline.config import load_params, load_stage_config
     from stage2_train.report import write_report
     from stage2_train.study import StudyConfig, run_study
 
-    cfg = load_stage_config(StudyConfig, "study", params_path=params, overrides=overrides)
+    section = f"study_{name}"
+    raw = load_params(params or Path("params.yaml")) if (params or Path("params.yaml").is_file()) else {}
+    if section not in raw:
+        studies = sorted(k.removeprefix("study_") for k in raw if k.startswith("study_"))
+        raise UserError(f"no section {section} in {params or 'params.yaml'}; studies defined there: {studies}")
+    cfg = load_stage_config(StudyConfig, section, params_path=params, overrides=overrides)
     if only:
         import dataclasses
 

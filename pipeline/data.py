@@ -400,3 +400,21 @@ def problem_set_fingerprint(problems: Iterable[Problem]) -> str:
         digest.update(json.dumps([problem.id, problem.question, problem.answer]).encode("utf-8"))
         digest.update(b"\n")
     return digest.hexdigest()
+
+
+def stratified_subset(problems: list[Problem], *, flag: str, fraction: float, seed: int = 0) -> list[Problem]:
+    """All problems whose `meta[flag]` is true, plus enough of the others (a seeded random
+    choice, original order kept) that the flagged share is `fraction`. E.g. a training set
+    where half of the prompts carry the testbed's planted flaw."""
+    if not 0 < fraction <= 1:
+        raise UserError(f"fraction must be in (0, 1], got {fraction}")
+    flagged = [i for i, p in enumerate(problems) if p.meta.get(flag)]
+    if not flagged:
+        raise UserError(f"no problem has a true `{flag}` field; pick a boolean field the file has")
+    others = [i for i, p in enumerate(problems) if not p.meta.get(flag)]
+    want = min(len(others), round(len(flagged) * (1 - fraction) / fraction))
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    keep = set(flagged) | set(rng.choice(others, size=want, replace=False).tolist())
+    return [p for i, p in enumerate(problems) if i in keep]

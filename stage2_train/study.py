@@ -21,12 +21,15 @@ from pipeline.errors import UserError
 
 @dataclass(frozen=True)
 class StudyConfig:
-    """The `study` section of params.yaml. `arms` maps a name to `train` overrides."""
+    """A `study_<name>` section of params.yaml. Each run is `s2lpo train` with the `train`
+    section, then `base` overrides (shared by every arm: e.g. another family), then the
+    arm's own overrides."""
 
     out_root: str = "data/study"
     seeds: tuple[int, ...] = (0, 1, 2)
     parallel: int = 2
     threads: int = 1
+    base: dict[str, Any] = field(default_factory=dict)
     arms: dict[str, Any] = field(default_factory=dict)
     baseline: str = "grpo"  # the arm the report compares against
     title: str = ""
@@ -42,11 +45,11 @@ def run_dirs(cfg: StudyConfig) -> list[tuple[str, int, Path]]:
 
 
 def command(cfg: StudyConfig, arm: str, seed: int, out: Path, params: str | None) -> list[str]:
-    overrides = cfg.arms[arm] or {}
+    overrides = {**_flatten(cfg.base), **_flatten(cfg.arms[arm] or {})}
     cmd = [sys.executable, "-m", "pipeline.cli", "train", "--no-progress"]
     if params:
         cmd += ["--params", params]
-    sets = {**_flatten(overrides), "seed": seed, "out_dir": str(out), "threads": cfg.threads}
+    sets = {**overrides, "seed": seed, "out_dir": str(out), "threads": cfg.threads}
     for key, value in sets.items():
         cmd += ["--set", f"{key}={_yaml(value)}"]
     if (out / "config.json").exists():
@@ -94,7 +97,8 @@ def check_arms(cfg: StudyConfig, params: str | None) -> None:
     for arm, overrides in cfg.arms.items():
         if not isinstance(overrides, dict):
             raise UserError(f"study.arms.{arm}: expected a mapping of train overrides, e.g. {{temperature: 1.2}}")
-        sets = [f"{k}={_yaml(v)}" for k, v in _flatten(overrides).items()]
+        merged = {**_flatten(cfg.base), **_flatten(overrides)}
+        sets = [f"{k}={_yaml(v)}" for k, v in merged.items()]
         try:
             load_stage_config(TrainConfig, "train", params_path=params, overrides=sets)
         except UserError as exc:

@@ -299,3 +299,17 @@ def test_qa_layout_on_verl_rows_reports_the_question_field():
 def test_unknown_layout_names_the_choices():
     with pytest.raises(UserError, match=r"unknown layout 'alpaca'; use one of auto, qa, verl"):
         load_problems(str(AIME24), layout="alpaca")
+
+
+def test_stratified_subset_keeps_flagged_and_hits_the_share():
+    from pipeline.data import Problem, stratified_subset
+
+    problems = [Problem(f"p{i}", f"{i}+1", str(i + 1), {"flawed": i % 10 == 0}) for i in range(100)]
+    half = stratified_subset(problems, flag="flawed", fraction=0.5, seed=0)
+    assert sum(p.meta["flawed"] for p in half) == 10 and len(half) == 20
+    assert [p.id for p in half] == sorted((p.id for p in half), key=lambda s: int(s[1:]))  # order kept
+    assert stratified_subset(problems, flag="flawed", fraction=0.5, seed=0) == half
+    with pytest.raises(UserError, match="no problem has a true `missing`"):
+        stratified_subset(problems, flag="missing", fraction=0.5)
+    with pytest.raises(UserError, match="fraction"):
+        stratified_subset(problems, flag="flawed", fraction=0.0)

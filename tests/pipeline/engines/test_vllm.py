@@ -44,3 +44,29 @@ def test_vllm_seed_reproducible(engine, char_tokenizer):
     prompts = char_tokenizer(["1+2+3="])["input_ids"]
     params = SamplingParams(n=4, max_new_tokens=8, seed=5)
     assert engine.generate(prompts, params) == engine.generate(prompts, params)
+
+
+def test_weight_sync_changes_outputs_and_matches_hf(tiny_family, char_tokenizer, tiny_model):
+    """The training path: an in-process engine whose weights the learner overwrites each step."""
+    import torch
+
+    from pipeline.engines.vllm import VLLMEngine
+    from pipeline.testbed.model import ModelShape, build_model
+
+    engine = VLLMEngine(str(tiny_family / "explorer"), gpu_memory_utilization=0.25, seed=0, max_model_len=128,
+                        in_process=True)
+    prompts = char_tokenizer(["12+34+56=", "9+8+7="])["input_ids"]
+    params = SamplingParams(n=2, max_new_tokens=10, seed=3)
+    before = engine.generate(prompts, params)
+    other = build_model(ModelShape(layers=1, hidden=64), char_tokenizer, seed=7).eval()
+    engine.load_weights(other.state_dict())
+    after = engine.generate(prompts, params)
+    assert after != before  # new weights, same seed: different samples
+    c = after[0][0]
+    ids = torch.tensor([list(prompts[0]) + list(c.token_ids)])
+    with torch.no_grad():
+        logp = torch.log_softmax(other(ids).logits[0, :-1].float(), -1)
+    expected = logp[len(prompts[0]) - 1 :].gather(-1, ids[0, len(prompts[0]) :, None]).squeeze(-1)
+    assert torch.allclose(torch.tensor(c.logprobs), expected, atol=2e-2)  # vLLM now serves `other`
+    engine.load_weights(tiny_model.state_dict())
+    assert engine.generate(prompts, params) == before  # and back
