@@ -18,6 +18,7 @@ import numpy as np
 
 from stage2_train.metrics import read_jsonl
 
+MILESTONES = (20, 40)  # steps at which the table also shows the flawed-subset pass@1
 CURVES = [("eval/pass@1", "all problems"), ("eval/flawed/pass@1", "flawed subset"), ("eval/rest/pass@1", "rest")]
 
 
@@ -47,6 +48,10 @@ def summarise(arms: dict, baseline: str = "grpo") -> dict:
             finals = [recs[-1].get(key) for recs in runs if recs[-1].get(key) is not None]
             if finals:
                 row[key] = (float(np.mean(finals)), float(np.std(finals)))
+        steps, flaw, _, _ = curve(runs, "eval/flawed/pass@1")
+        for m in MILESTONES:
+            if m in steps.tolist():
+                row[f"flawed@{m}"] = float(flaw[steps.tolist().index(m)])
         row["online_tokens"] = float(np.mean([recs[-1].get("online_tokens", 0) for recs in runs]))
         row["seconds_per_step"] = float(np.mean([np.mean([r["time/step"] for r in recs if "time/step" in r])
                                                  for recs in runs]))
@@ -79,18 +84,25 @@ def format_table(summary: dict) -> str:
     def pm(v):
         return f"{100 * v[0]:.1f} ± {100 * v[1]:.1f}" if v else "–"
 
-    lines = ["| arm | seeds | pass@1 | flawed pass@1 | rest pass@1 | pass@16 | steps to GRPO's final flawed | "
+    marks = " | ".join(f"flawed @{m}" for m in MILESTONES)
+    lines = [f"| arm | seeds | pass@1 | flawed pass@1 | rest pass@1 | pass@16 | {marks} | steps to GRPO's final flawed | "
              "worst rest gap vs GRPO (pts) | online tokens / GRPO | s/step |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+             "|---|---|---|---|---|---|" + "---|" * len(MILESTONES) + "---|---|---|---|"]
     for arm, r in summary.items():
         gap = r.get("worst_rest_gap")
         ratio = r.get("token_ratio")
         lines.append(f"| {arm} | {r['seeds']} | {pm(r.get('eval/pass@1'))} | {pm(r.get('eval/flawed/pass@1'))} | "
                      f"{pm(r.get('eval/rest/pass@1'))} | {pm(r.get('eval/pass@16'))} | "
+                     + "".join(f"{_pct(r.get(f'flawed@{m}'))} | " for m in MILESTONES) +
                      f"{r.get('steps_to_baseline_final', '–')} of {r.get('baseline_final_steps', '–')} | "
                      f"{'–' if gap is None else f'{gap:+.1f}'} | {'–' if ratio is None else f'{ratio:.2f}'} | "
                      f"{r['seconds_per_step']:.2f} |")
-    return "\n".join(lines)
+    return "\n".join(lines) + ("\n\nAll values are the final evaluation (mean ± std over seeds, %) except "
+                                "`flawed @N` (mean at step N).")
+
+
+def _pct(v) -> str:
+    return "–" if v is None else f"{100 * v:.1f}"
 
 
 def plot(arms: dict, path: str | Path, title: str = "") -> None:

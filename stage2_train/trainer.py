@@ -91,6 +91,9 @@ def run_train(cfg: TrainConfig, *, resume: bool = False, echo=print, progress: b
 
     from stage2_train.evaluate import Evaluator
 
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # per-file load/save bars would drown the step bar
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     out = Path(cfg.out_dir)
