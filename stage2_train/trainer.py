@@ -143,9 +143,10 @@ def train_step(run: Run, step: int) -> dict:
     else:
         stats, online_tokens = _alternating(run, step, prompts, alpha, timer)
     run.online_tokens += online_tokens
+    with timer("sync"):
+        _sync_engine(run)
     stats.update({"alpha": alpha, "lr": run.optimizer.param_groups[0]["lr"], "online_tokens": run.online_tokens,
                   **{f"time/{k}": v for k, v in timer.seconds.items()}, "time/step": time.perf_counter() - t0})
-    _sync_engine(run)
     return stats
 
 

@@ -11,8 +11,9 @@ vLLM starts worker processes: any script that builds a `VLLMEngine` needs the
 
 Training (stage 2) builds the engine with `in_process=True` (vLLM's engine core runs in
 this process, as TRL's colocate mode does) and calls `load_weights` after every
-optimizer step: the learner's tensors go straight into vLLM's model through its own
-`load_weights` (which handles fused QKV / gate-up layouts), then the prefix cache is
+optimizer step: the learner's tensors go into vLLM's model through its runner's `reload_weights`
+(checkpoint-format names; it handles fused QKV / gate-up layouts and weights the
+backend repacked for its kernels), then the prefix cache is
 reset so no KV computed under the old weights is reused. With tensor_parallel_size > 1
 the workers are separate processes and the call ships the tensors to each of them.
 """
@@ -68,7 +69,11 @@ class VLLMEngine:
 
 
 def _load_into_worker(worker, items) -> None:
-    model = worker.model_runner.model
+    runner = worker.model_runner
+    if hasattr(runner, "reload_weights"):  # vLLM ≥ 0.11: handles weights repacked for the kernels
+        runner.reload_weights(weights_iterator=iter(items), is_checkpoint_format=True)
+        return
+    model = runner.model
     device = next(model.parameters()).device
     model.load_weights(weights=((name, t.to(device)) for name, t in items))
 
