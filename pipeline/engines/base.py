@@ -35,7 +35,12 @@ FINISH_LENGTH = "length"  # max_new_tokens ran out first
 
 @dataclass(frozen=True)
 class SamplingParams:
-    """How to sample. `top_k = 0` and `top_p = 1.0` disable those filters."""
+    """How to sample. `top_k = 0` and `top_p = 1.0` disable those filters.
+
+    `presence_penalty` is subtracted from the logit of every token that already occurs in
+    the response so far (not the prompt), before temperature and top-k/top-p — vLLM's and
+    OpenAI's definition; 0 disables it. Qwen3's recommended no-think sampling uses 1.5.
+    """
 
     n: int = 1
     temperature: float = 1.0
@@ -43,6 +48,7 @@ class SamplingParams:
     top_k: int = 0
     max_new_tokens: int = 64
     seed: int = 0
+    presence_penalty: float = 0.0
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Sequence
 
 from pipeline.engines.base import FINISH_LENGTH, FINISH_STOP, Completion, SamplingParams
+from pipeline.engines.penalties import presence_processors
 
 
 class HFEngine:
@@ -48,6 +49,7 @@ class HFEngine:
                 max_new_tokens=params.max_new_tokens, num_return_sequences=params.n,
                 pad_token_id=pad, eos_token_id=self.tokenizer.eos_token_id,
                 return_dict_in_generate=True, output_logits=True,
+                logits_processor=presence_processors(params.presence_penalty, prompt_width=width),
             )
         new_tokens = gen.sequences[:, width:]
         logits = torch.stack(gen.logits, dim=1).float()  # raw logits: (B·n, T, vocab)

@@ -55,7 +55,8 @@ class VLLMEngine:
 
         sampling = VLLMSamplingParams(n=params.n, temperature=params.temperature, top_p=params.top_p,
                                       top_k=params.top_k if params.top_k > 0 else -1,
-                                      max_tokens=params.max_new_tokens, seed=params.seed, logprobs=0)
+                                      max_tokens=params.max_new_tokens, seed=params.seed, logprobs=0,
+                                      presence_penalty=params.presence_penalty)
         outputs = self.llm.generate([TokensPrompt(prompt_token_ids=list(p)) for p in prompts], sampling,
                                     use_tqdm=False)
         return [[_completion(c) for c in out.outputs] for out in outputs]
