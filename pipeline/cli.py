@@ -69,10 +69,6 @@ def prepare(params: Optional[Path] = ParamsOpt, overrides: list[str] = SetOpt) -
     run_prepare(cfg, echo=typer.echo)
 
 
-def _not_built(stage: str, issue: str) -> None:
-    fail(f"the {stage} stage is not built yet in s2lpo {__version__} ({issue}); nothing was run")
-
-
 @app.command()
 @user_errors
 def explore(
@@ -199,9 +195,35 @@ def study_report(root: Path = typer.Argument(..., help="The study's out_root."),
 
 @app.command()
 @user_errors
-def evaluate(params: Optional[Path] = ParamsOpt, overrides: list[str] = SetOpt) -> None:
-    """pass@k of a model on benchmark files and the testbed's test split."""
-    _not_built("evaluate", "evaluation and diversity diagnostics")
+def evaluate(params: Optional[Path] = ParamsOpt, overrides: list[str] = SetOpt,
+             dry_run: bool = typer.Option(False, "--dry-run", help="Check the config, model path and benchmark "
+                                          "files and print the plan; load no model."),
+             progress: bool = typer.Option(True, "--progress/--no-progress", help="Show the progress bar.")) -> None:
+    """pass@k of a model (directory, hub id or LoRA adapter) on benchmark files and the testbed's test split."""
+    from pipeline.config import load_stage_config
+    from pipeline.evaluate.config import EvaluateConfig
+    from pipeline.evaluate.run import run_evaluate
+
+    cfg = load_stage_config(EvaluateConfig, "evaluate", params_path=params, overrides=overrides)
+    run_evaluate(cfg, dry_run=dry_run, progress=progress, echo=typer.echo)
+
+
+@app.command()
+@user_errors
+def diversity(runs: list[str] = typer.Argument(..., metavar="[LABEL=]DIR...",
+                                               help="out_dirs of `s2lpo evaluate` runs, optionally labelled."),
+              out: Path = typer.Option(..., "--out", "-o", help="Directory for the JSON, CSVs and PNG.")) -> None:
+    """pass@k curves side by side, where they cross, and distinct correct solutions per problem.
+
+    A command of its own rather than an evaluate mode: it compares several models, each
+    evaluated (and cached) by its own `evaluate` run, and reads only their results — no
+    model is loaded, so it re-runs in seconds when a model is added.
+    """
+    from pipeline.evaluate.diversity_report import format_report, parse_run, write_report
+
+    report = write_report([parse_run(arg) for arg in runs], str(out))
+    typer.echo(format_report(report))
+    typer.echo(f"wrote {out}/diversity.json, passk_curves.csv, distinct_correct.csv, diversity.png")
 
 
 if __name__ == "__main__":  # `python -m pipeline.cli`; vLLM spawns processes, so keep the guard

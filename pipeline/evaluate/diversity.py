@@ -1,0 +1,102 @@
+"""Diversity diagnostics as pure functions: distinct correct solutions and curve crossings.
+
+The paper's evidence that a smaller sibling explores differently (METHOD §1): its
+pass@1 is lower, but its pass@k rises faster with k and crosses the larger model's.
+Two numbers make that concrete for any set of models:
+
+- **where pass@k curves cross** — for two curves, the first k at which the one that
+  starts lower (at the smallest k both report) reaches the other
+  (`pipeline.passk.crossover_k`, applied to every pair in `crossings`);
+- **distinct correct solutions per problem** — how many *different* correct responses a
+  model produced among its n samples. Two responses count as the same solution when
+  their texts are equal after collapsing whitespace runs (`normalize_whitespace`). On
+  the testbed a solution is one of the 12 orders of additions, so the count is at most
+  12 there; on math benchmarks nearly every correct long response is distinct, and the
+  count mostly tracks the number correct.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Mapping, Optional, Sequence
+
+import numpy as np
+
+from pipeline.passk import crossover_k
+
+
+def distinct_correct(responses: Sequence[str], correct: Sequence[bool], *, normalize_whitespace: bool = True) -> int:
+    """Number of different texts among the correct responses of one problem.
+
+    Args:
+        responses: the n sampled response texts.
+        correct: the verifier's verdict on each, same length.
+        normalize_whitespace: compare texts with every whitespace run collapsed to one
+            space and the ends stripped (so a trailing newline is not a new solution).
+    """
+    if len(responses) != len(correct):
+        raise ValueError(f"got {len(responses)} responses but {len(correct)} verdicts; pass one verdict per response")
+    key = (lambda t: " ".join(t.split())) if normalize_whitespace else (lambda t: t)
+    return len({key(r) for r, ok in zip(responses, correct) if ok})
+
+
+def distinct_correct_counts(responses: Sequence[Sequence[str]], correct: Sequence[Sequence[bool]], *,
+                            normalize_whitespace: bool = True) -> np.ndarray:
+    """`distinct_correct` for every problem: an int array of shape [P]."""
+    return np.array([distinct_correct(r, c, normalize_whitespace=normalize_whitespace)
+                     for r, c in zip(responses, correct, strict=True)], dtype=np.int64)
+
+
+@dataclass(frozen=True)
+class DistinctSummary:
+    """Distinct correct solutions over a set of problems.
+
+    `mean` is over all problems; `mean_solved` over problems with at least one correct
+    sample (None when none was solved); `share` is distinct / correct over all samples —
+    1.0 when every correct sample is a different text, 1/n when a model repeats one.
+    """
+
+    mean: float
+    mean_solved: Optional[float]
+    share: Optional[float]
+
+
+def summarize_distinct(distinct: np.ndarray, n_correct: np.ndarray) -> DistinctSummary:
+    """Summarise per-problem distinct-correct counts against per-problem correct counts."""
+    distinct, n_correct = np.asarray(distinct), np.asarray(n_correct)
+    if distinct.shape != n_correct.shape or distinct.size == 0:
+        raise ValueError(f"need equal, non-empty shapes, got {distinct.shape} and {n_correct.shape}")
+    if np.any(distinct > n_correct):
+        raise ValueError("a problem has more distinct correct solutions than correct samples")
+    solved = n_correct > 0
+    return DistinctSummary(mean=float(distinct.mean()),
+                           mean_solved=float(distinct[solved].mean()) if solved.any() else None,
+                           share=float(distinct.sum() / n_correct.sum()) if n_correct.sum() else None)
+
+
+@dataclass(frozen=True)
+class Crossing:
+    """Curve `lower` starts below curve `higher` and reaches it at k (None: never, within the ks)."""
+
+    lower: str
+    higher: str
+    k: Optional[int]
+
+
+def crossings(curves: Mapping[str, Mapping[int, float]]) -> list[Crossing]:
+    """For every pair of named pass@k curves, where the lower-starting one catches up.
+
+    Pairs are taken in the order of `curves`; a pair whose curves are equal at the
+    smallest common k, or that share no k, is left out. Ties after the start count as
+    reached (`crossover_k` uses >=).
+    """
+    names = list(curves)
+    out = []
+    for i, a in enumerate(names):
+        for b in names[i + 1 :]:
+            common = sorted(set(curves[a]) & set(curves[b]))
+            if not common or curves[a][common[0]] == curves[b][common[0]]:
+                continue
+            lower, higher = (a, b) if curves[a][common[0]] < curves[b][common[0]] else (b, a)
+            out.append(Crossing(lower, higher, crossover_k(curves[lower], curves[higher])))
+    return out

@@ -1,0 +1,122 @@
+"""The records `s2lpo evaluate` writes: per-problem results (Parquet) and metrics (JSON).
+
+`results.parquet` has one row per (benchmark, problem) with every sample's response,
+extracted answer, verdict, token length and finish reason, so any later diagnostic
+(pass@k at other k, distinct correct solutions, lengths) is computed from it without
+sampling again. `metrics.json` is what `dvc metrics show` reads:
+
+    {"<benchmark>": {"all":    {"pass@1": …, "pass@2": …},
+                     "flawed": {…}, "rest": {…},          # when problems carry `flawed`
+                     "stats":  {"problems": …, "samples": …, "mean_length": …,
+                                "truncated": …, "scoring_timeouts": …}},
+     "wall_s": …}
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional, Sequence
+
+import numpy as np
+import pyarrow as pa
+
+from pipeline.data import Problem
+
+RESULTS_FILE = "results.parquet"
+METRICS_FILE = "metrics.json"
+CONFIG_FILE = "config.json"
+
+RESULTS_SCHEMA = pa.schema([
+    ("model", pa.string()),
+    ("benchmark", pa.string()),
+    ("problem_id", pa.string()),
+    ("question", pa.string()),
+    ("answer", pa.string()),
+    ("flawed", pa.bool_()),  # null when the benchmark has no `flawed` flag
+    ("n", pa.int32()),
+    ("correct", pa.int32()),
+    ("responses", pa.list_(pa.string())),
+    ("extracted", pa.list_(pa.string())),
+    ("sample_correct", pa.list_(pa.bool_())),
+    ("lengths", pa.list_(pa.int32())),
+    ("finish_reasons", pa.list_(pa.string())),
+])
+
+
+@dataclass(frozen=True)
+class ProblemResult:
+    """The n samples of one problem, scored."""
+
+    problem: Problem
+    responses: tuple[str, ...]
+    extracted: tuple[Optional[str], ...]
+    correct: tuple[bool, ...]
+    lengths: tuple[int, ...]
+    finish_reasons: tuple[str, ...]
+    timeouts: int = 0
+
+    @property
+    def n_correct(self) -> int:
+        return int(sum(self.correct))
+
+
+def subset_masks(problems: Sequence[Problem]) -> dict[str, np.ndarray]:
+    """`all`, plus `flawed` / `rest` when the problems carry a `flawed` flag."""
+    masks = {"all": np.ones(len(problems), dtype=bool)}
+    if any("flawed" in p.meta for p in problems):
+        flawed = np.array([bool(p.meta.get("flawed", False)) for p in problems], dtype=bool)
+        masks.update(flawed=flawed, rest=~flawed)
+    return masks
+
+
+def results_table(model: str, benchmark: str, results: Sequence[ProblemResult]) -> pa.Table:
+    """One benchmark's results as rows of `RESULTS_SCHEMA`."""
+    has_flag = any("flawed" in r.problem.meta for r in results)
+    columns = {
+        "model": [model] * len(results),
+        "benchmark": [benchmark] * len(results),
+        "problem_id": [r.problem.id for r in results],
+        "question": [r.problem.question for r in results],
+        "answer": [r.problem.answer for r in results],
+        "flawed": [bool(r.problem.meta.get("flawed", False)) if has_flag else None for r in results],
+        "n": [len(r.responses) for r in results],
+        "correct": [r.n_correct for r in results],
+        "responses": [list(r.responses) for r in results],
+        "extracted": [list(r.extracted) for r in results],
+        "sample_correct": [list(r.correct) for r in results],
+        "lengths": [list(r.lengths) for r in results],
+        "finish_reasons": [list(r.finish_reasons) for r in results],
+    }
+    return pa.table(columns, schema=RESULTS_SCHEMA)
+
+
+def benchmark_metrics(results: Sequence[ProblemResult], ks: Sequence[int]) -> dict:
+    """pass@k by subset and the sample statistics of one benchmark."""
+    from pipeline.evaluation import passk_by_subset
+
+    n = len(results[0].responses)
+    counts = np.array([r.n_correct for r in results])
+    table = passk_by_subset(counts, n, subset_masks([r.problem for r in results]), ks)
+    out: dict = {subset: {f"pass@{k}": round(v, 6) for k, v in by_k.items()} for subset, by_k in table.items()}
+    lengths = [x for r in results for x in r.lengths]
+    reasons = [x for r in results for x in r.finish_reasons]
+    out["stats"] = {"problems": len(results), "samples": n, "mean_length": round(float(np.mean(lengths)), 3),
+                    "truncated": round(reasons.count("length") / len(reasons), 6),
+                    "scoring_timeouts": int(sum(r.timeouts for r in results))}
+    return out
+
+
+def format_metrics(metrics: dict) -> str:
+    """pass@k (%) as an aligned table: one row per benchmark × subset."""
+    rows = []
+    for bench, entry in metrics.items():
+        if not isinstance(entry, dict):
+            continue
+        for subset, by_k in entry.items():
+            if subset != "stats":
+                rows.append((bench, subset, by_k))
+    ks = list(rows[0][2])
+    head = f"{'benchmark':<12} {'subset':<7} " + " ".join(f"{k.removeprefix('pass'):>6}" for k in ks)
+    lines = [head, "-" * len(head)]
+    lines += [f"{b:<12} {s:<7} " + " ".join(f"{100 * t[k]:6.1f}" for k in ks) for b, s, t in rows]
+    return "\n".join(lines)
