@@ -9,10 +9,12 @@ Two numbers make that concrete for any set of models:
   (`pipeline.passk.crossover_k`, applied to every pair in `crossings`);
 - **distinct correct solutions per problem** — how many *different* correct responses a
   model produced among its n samples. Two responses count as the same solution when
-  their texts are equal after collapsing whitespace runs (`normalize_whitespace`). On
-  the testbed a solution is one of the 12 orders of additions, so the count is at most
-  12 there; on math benchmarks nearly every correct long response is distinct, and the
-  count mostly tracks the number correct.
+  their texts are equal after collapsing whitespace runs (`normalize_whitespace`).
+  "Correct" is the verifier's verdict on the final answer only. On the testbed a clean
+  solution is one of the 12 orders of additions, but a response whose wrong partial sum
+  is cancelled by a second error (`18+25=33,93+33=136`) is also correct and distinct, so
+  the count can exceed 12; on math benchmarks nearly every correct long response is
+  distinct, and the count mostly tracks the number correct.
 """
 
 from __future__ import annotations

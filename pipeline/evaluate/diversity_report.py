@@ -110,8 +110,8 @@ def format_report(report: dict) -> str:
                 cells = "".join(f"{100 * curve[k]:7.1f}" if k in curve else f"{'':>7}" for k in ks)
                 lines.append(f"  {label:<16}{cells}  {dist['mean']:8.2f}  ({solved})")
             for x in entry["crossings"][subset]:
-                where = f"k = {x['k']}" if x["k"] is not None else "not within the ks"
-                lines.append(f"  {x['lower']} overtakes {x['higher']}: {where}")
+                where = f"at k = {x['k']}" if x["k"] is not None else "not within the ks"
+                lines.append(f"  {x['lower']} (lower pass@1) reaches {x['higher']}: {where}")
     return "\n".join(lines)
 
 

@@ -12,6 +12,7 @@ written, each atomically: `results.parquet`, `config.json`, then `metrics.json`.
 from __future__ import annotations
 
 import hashlib
+import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -168,4 +169,5 @@ def write_outputs(plan: Plan, results: dict[str, list[ProblemResult]], metrics: 
     record = {"label": cfg.label, "model": plan.source.describe(), "config": to_dict(cfg),
               "sampling": {k: getattr(plan.sampling, k) for k in plan.sampling.__dataclass_fields__}}
     write_json(loc, CONFIG_FILE, record)
-    write_json(loc, METRICS_FILE, metrics)
+    payload = (json.dumps(metrics, indent=2) + "\n").encode()  # unsorted: k ascending, as computed
+    atomic_write(loc, METRICS_FILE, lambda stream: stream.write(payload))
