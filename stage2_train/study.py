@@ -61,7 +61,10 @@ def run_study(cfg: StudyConfig, *, params: str | None = None, echo=print) -> Non
     from tqdm import tqdm
 
     check_arms(cfg, params)
-    todo = [(a, s, d) for a, s, d in run_dirs(cfg) if not (d / "summary.json").exists()]
+    # seed-major: every arm gets its first seed before any arm gets its second, so a
+    # study stopped early still compares all arms
+    todo = sorted(((a, s, d) for a, s, d in run_dirs(cfg) if not (d / "summary.json").exists()),
+                  key=lambda run: cfg.seeds.index(run[1]))
     echo(f"study {cfg.out_root}: {len(todo)} of {len(run_dirs(cfg))} runs to do, {cfg.parallel} at a time")
     running: list[tuple[str, subprocess.Popen, object]] = []
     failed = []
