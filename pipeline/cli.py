@@ -164,16 +164,10 @@ def study_run(name: str = typer.Argument(..., help="The study: section study_<NA
               params: Optional[Path] = ParamsOpt, overrides: list[str] = SetOpt,
               only: list[str] = typer.Option([], "--only", help="Run only this arm (repeatable).")) -> None:
     """Run every arm × seed of a study (resumable), then write its report."""
-    from pipeline.config import load_params, load_stage_config
     from stage2_train.report import write_report
-    from stage2_train.study import StudyConfig, run_study
+    from stage2_train.study import run_study
 
-    section = f"study_{name}"
-    raw = load_params(params or Path("params.yaml")) if (params or Path("params.yaml").is_file()) else {}
-    if section not in raw:
-        studies = sorted(k.removeprefix("study_") for k in raw if k.startswith("study_"))
-        raise UserError(f"no section {section} in {params or 'params.yaml'}; studies defined there: {studies}")
-    cfg = load_stage_config(StudyConfig, section, params_path=params, overrides=overrides)
+    cfg = _study_config(name, params, overrides)
     if only:
         import dataclasses
 
@@ -182,15 +176,45 @@ def study_run(name: str = typer.Argument(..., help="The study: section study_<NA
     typer.echo(write_report(cfg.out_root, baseline=cfg.baseline, title=cfg.title))
 
 
+@study_app.command("one")
+@user_errors
+def study_one(name: str = typer.Argument(..., help="The study: section study_<NAME> of params.yaml."),
+              arm: str = typer.Argument(..., help="One of the study's arms."),
+              seed: int = typer.Argument(..., help="One of the study's seeds."),
+              params: Optional[Path] = ParamsOpt, overrides: list[str] = SetOpt,
+              threads: Optional[int] = typer.Option(None, "--threads", help="Torch threads (default: all)."),
+              progress: bool = typer.Option(True, "--progress/--no-progress", help="Show the progress bar.")) -> None:
+    """Train one arm × seed of a study in the foreground (one DVC stage per run); resumes a started run."""
+    from stage2_train.study import run_one
+
+    cfg = _study_config(name, params, overrides)
+    out = run_one(cfg, arm, seed, params=str(params) if params else None, threads=threads, progress=progress)
+    typer.echo(f"{name}/{arm}/seed{seed}: done in {out}")
+
+
+def _study_config(name: str, params: Optional[Path], overrides: list[str]):
+    from pipeline.config import load_params, load_stage_config
+    from stage2_train.study import StudyConfig
+
+    section = f"study_{name}"
+    raw = load_params(params or Path("params.yaml")) if (params or Path("params.yaml").is_file()) else {}
+    if section not in raw:
+        studies = sorted(k.removeprefix("study_") for k in raw if k.startswith("study_"))
+        raise UserError(f"no section {section} in {params or 'params.yaml'}; studies defined there: {studies}")
+    return load_stage_config(StudyConfig, section, params_path=params, overrides=overrides)
+
+
 @study_app.command("report")
 @user_errors
 def study_report(root: Path = typer.Argument(..., help="The study's out_root."),
                  baseline: str = typer.Option("grpo", help="Arm to compare against."),
-                 title: str = typer.Option("", help="Figure title.")) -> None:
+                 title: str = typer.Option("", help="Figure title."),
+                 out: Optional[Path] = typer.Option(None, "--out", "-o", help="Where to write the report "
+                                                    "(default: the study's out_root).")) -> None:
     """Tables (mean ± std over seeds) and curves vs steps and vs online tokens."""
     from stage2_train.report import write_report
 
-    typer.echo(write_report(root, baseline=baseline, title=title))
+    typer.echo(write_report(root, baseline=baseline, title=title, out_dir=out))
 
 
 @app.command()

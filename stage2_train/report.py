@@ -133,8 +133,10 @@ def plot(arms: dict, path: str | Path, title: str = "") -> None:
     plt.close(fig)
 
 
-def write_report(root: str | Path, *, baseline: str = "grpo", title: str = "") -> str:
+def write_report(root: str | Path, *, baseline: str = "grpo", title: str = "", out_dir: str | Path | None = None) -> str:
+    """Write report.md, curves.png and results.json to `out_dir` (default: the study's root)."""
     root = Path(root)
+    out = Path(out_dir) if out_dir is not None else root
     arms = load_arms(root)
     if not arms:
         from pipeline.errors import UserError
@@ -142,7 +144,8 @@ def write_report(root: str | Path, *, baseline: str = "grpo", title: str = "") -
         raise UserError(f"{root}: no finished runs (*/seed*/summary.json); run `s2lpo study run` first")
     summary = summarise(arms, baseline)
     table = format_table(summary)
-    plot(arms, root / "curves.png", title)
-    (root / "results.json").write_text(json.dumps(summary, indent=1))
-    (root / "report.md").write_text(f"# {title or root.name}\n\n{table}\n\n![curves](curves.png)\n")
+    out.mkdir(parents=True, exist_ok=True)
+    plot(arms, out / "curves.png", title)
+    (out / "results.json").write_text(json.dumps(summary, indent=1))
+    (out / "report.md").write_text(f"# {title or root.name}\n\n{table}\n\n![curves](curves.png)\n")
     return table

@@ -92,6 +92,31 @@ def run_study(cfg: StudyConfig, *, params: str | None = None, echo=print) -> Non
         raise UserError(f"{len(failed)} runs failed ({', '.join(failed)}); fix and re-run `s2lpo study run` to resume")
 
 
+def run_one(cfg: StudyConfig, arm: str, seed: int, *, params: str | None = None, threads: int | None = None,
+            progress: bool = False) -> Path:
+    """Train one (arm, seed) of a study in the foreground: exactly the run `run_study` would
+    launch (same command, same out_dir), so a DVC stage per arm × seed and `study run`
+    share their runs. `threads` replaces the study's per-run thread count (a run alone
+    may use every core). Returns the run's directory."""
+    import dataclasses
+
+    if arm not in cfg.arms:
+        raise UserError(f"study arm {arm!r}: not an arm of this study; pick from {sorted(cfg.arms)}")
+    if seed not in cfg.seeds:
+        raise UserError(f"study seed {seed}: not one of this study's seeds {list(cfg.seeds)}; add it to `seeds`")
+    check_arms(cfg, params)
+    out = Path(cfg.out_root) / arm / f"seed{seed}"
+    if (out / "summary.json").exists():
+        return out
+    cmd = command(dataclasses.replace(cfg, threads=threads), arm, seed, out, params)
+    if progress:
+        cmd.remove("--no-progress")
+    out.mkdir(parents=True, exist_ok=True)
+    if subprocess.run(cmd).returncode != 0:
+        raise UserError(f"{out}: the run failed (see above); fix it and re-run to resume from its last checkpoint")
+    return out
+
+
 def check_arms(cfg: StudyConfig, params: str | None) -> None:
     """Validate every arm's overrides against the train config before launching anything."""
     from pipeline.config import load_stage_config

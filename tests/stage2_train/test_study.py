@@ -55,3 +55,35 @@ def test_commands_and_arm_checks(tmp_path):
         check_arms(StudyConfig(arms={"bad": {"temprature": 1.2}}), None)
     with pytest.raises(UserError, match="not arms"):
         run_dirs(StudyConfig(arms={"a": {}}, only=("b",)))
+
+
+def test_run_one_checks_arm_and_seed_and_skips_finished_runs(tmp_path, monkeypatch):
+    from stage2_train import study
+
+    cfg = StudyConfig(out_root=str(tmp_path), seeds=(0, 1), arms={"grpo": {"anneal": {"initial_rate": 0.0}}})
+    with pytest.raises(UserError, match=r"'hot': not an arm of this study; pick from \['grpo'\]"):
+        study.run_one(cfg, "hot", 0)
+    with pytest.raises(UserError, match=r"seed 5: not one of this study's seeds \[0, 1\]"):
+        study.run_one(cfg, "grpo", 5)
+    launched = []
+    monkeypatch.setattr(study.subprocess, "run", lambda cmd: launched.append(cmd) or type("P", (), {"returncode": 0}))
+    out = study.run_one(cfg, "grpo", 1, threads=None, progress=True)
+    assert out == tmp_path / "grpo" / "seed1" and len(launched) == 1
+    cmd = launched[0]
+    assert "--no-progress" not in cmd and "threads=null" in cmd and "seed=1" in cmd
+    (out / "summary.json").write_text("{}")
+    study.run_one(cfg, "grpo", 1)  # finished: nothing launched
+    assert len(launched) == 1
+    monkeypatch.setattr(study.subprocess, "run", lambda cmd: type("P", (), {"returncode": 3}))
+    with pytest.raises(UserError, match="the run failed"):
+        study.run_one(cfg, "grpo", 0)
+
+
+def test_report_can_be_written_elsewhere(tmp_path):
+    run = tmp_path / "study" / "grpo" / "seed0"
+    run.mkdir(parents=True)
+    (run / "summary.json").write_text("{}")
+    (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in _records([0, 0.5], [1, 1], 10)))
+    write_report(tmp_path / "study", out_dir=tmp_path / "report")
+    assert sorted(p.name for p in (tmp_path / "report").iterdir()) == ["curves.png", "report.md", "results.json"]
+    assert not (tmp_path / "study" / "report.md").exists()
