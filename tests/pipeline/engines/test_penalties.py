@@ -21,7 +21,8 @@ def test_subtracts_once_per_present_response_token_and_ignores_the_prompt():
 
 def test_nothing_generated_yet_and_zero_penalty_leave_logits_alone():
     scores = torch.randn(2, 6)
-    assert torch.equal(PresencePenaltyProcessor(1.5, prompt_width=3)(torch.ones(2, 3, dtype=torch.long), scores), scores)
+    prompt_only = torch.ones(2, 3, dtype=torch.long)
+    assert torch.equal(PresencePenaltyProcessor(1.5, prompt_width=3)(prompt_only, scores), scores)
     assert presence_processors(0.0, prompt_width=3) is None
 
 

@@ -18,7 +18,8 @@ def test_distinct_correct_counts_different_correct_texts():
     assert distinct_correct(responses, correct) == 2  # the trailing space is no new solution
     assert distinct_correct(responses, correct, normalize_whitespace=False) == 3
     assert distinct_correct(responses, [False] * 5) == 0
-    assert distinct_correct_counts([["a", "b"], ["a", "a"], ["x"]], [[True, True], [True, True], [False]]).tolist() == [2, 1, 0]
+    counts = distinct_correct_counts([["a", "b"], ["a", "a"], ["x"]], [[True, True], [True, True], [False]])
+    assert counts.tolist() == [2, 1, 0]
     with pytest.raises(ValueError, match="one verdict per response"):
         distinct_correct(["a"], [True, False])
 
@@ -70,7 +71,8 @@ def test_diversity_command_writes_curves_crossings_and_distinct_counts(tmp_path)
     report = json.loads((tmp_path / "div" / "diversity.json").read_text())
     entry = report["benchmarks"]["testbed"]
     assert report["models"] == ["explorer", "base"]
-    # explorer all: p0 c=3, p1 c=1 of n=4 → pass@1 = (3/4 + 1/4)/2 = 0.5, pass@2 = (1 + (1 − 3/6))/2 = 0.75, pass@4 = 1
+    # explorer, all problems: p0 c=3, p1 c=1 of n=4 →
+    # pass@1 = (3/4 + 1/4)/2 = 0.5, pass@2 = (1 + (1 − C(3,2)/C(4,2)))/2 = 0.75, pass@4 = 1
     assert entry["curves"]["all"]["explorer"] == {"1": 0.5, "2": 0.75, "4": 1.0}
     assert entry["curves"]["all"]["base"] == {"1": 0.5, "2": 0.5, "4": 0.5}
     assert entry["crossings"]["all"] == []  # equal pass@1

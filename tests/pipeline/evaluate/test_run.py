@@ -82,7 +82,8 @@ def test_evaluate_end_to_end_on_a_tiny_model(eval_world, tmp_path, monkeypatch):
 
 def test_evaluate_a_lora_adapter_with_the_papers_preset(eval_world, lora_adapter, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    result = _evaluate(tmp_path, "--set", f"model={lora_adapter[0]}", "--set", f"benchmarks.testbed={eval_world['test']}",
+    result = _evaluate(tmp_path, "--set", f"model={lora_adapter[0]}",
+                       "--set", f"benchmarks.testbed={eval_world['test']}",
                        "--set", "preset=qwen3-nothink", "--set", "ks=[1, 4]")
     assert result.exit_code == 0, result.output
     metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
