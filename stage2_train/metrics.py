@@ -2,7 +2,9 @@
 TensorBoard (`tb/`), and optionally Weights & Biases.
 
 On resume the JSONL is cut back to the checkpoint's step and TensorBoard purges later
-events, so an interrupted-and-resumed run has exactly one record per step.
+events, so an interrupted-and-resumed run has exactly one record per step. A run that
+starts from step 0 (`resume_step=None`: new, or killed before its first checkpoint)
+starts both from empty.
 """
 
 from __future__ import annotations
@@ -14,17 +16,17 @@ from pathlib import Path
 
 
 class MetricsLog:
-    def __init__(self, out_dir: str | Path, *, resume_step: int = 0, tensorboard: bool = True,
+    def __init__(self, out_dir: str | Path, *, resume_step: int | None = None, tensorboard: bool = True,
                  wandb_project: str | None = None, run_name: str = "", config: dict | None = None) -> None:
         self.path = Path(out_dir) / "metrics.jsonl"
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        truncate_jsonl(self.path, resume_step)
+        truncate_jsonl(self.path, -1 if resume_step is None else resume_step)
         self._file = self.path.open("a")
         self._tb = None
         if tensorboard:
             from torch.utils.tensorboard import SummaryWriter
 
-            self._tb = SummaryWriter(str(Path(out_dir) / "tb"), purge_step=resume_step + 1 if resume_step else None)
+            self._tb = SummaryWriter(str(Path(out_dir) / "tb"), purge_step=0 if resume_step is None else resume_step + 1)
         self._wandb = None
         if wandb_project:
             try:

@@ -105,7 +105,7 @@ def run_train(cfg: TrainConfig, *, resume: bool = False, echo=print, progress: b
         start, run.online_tokens, run.last_checkpoint = state["step"], state["online_tokens"], str(path)
         echo(f"resuming from {path} (step {start})")
     evaluator = Evaluator(cfg, run)
-    log = MetricsLog(out, resume_step=start, tensorboard=cfg.tensorboard, wandb_project=cfg.wandb_project,
+    log = MetricsLog(out, resume_step=start or None, tensorboard=cfg.tensorboard, wandb_project=cfg.wandb_project,
                      run_name=out.name, config=to_dict(cfg))
     try:
         if start == 0:
