@@ -210,11 +210,12 @@ def study_report(root: Path = typer.Argument(..., help="The study's out_root."),
                  baseline: str = typer.Option("grpo", help="Arm to compare against."),
                  title: str = typer.Option("", help="Figure title."),
                  out: Optional[Path] = typer.Option(None, "--out", "-o", help="Where to write the report "
-                                                    "(default: the study's out_root).")) -> None:
+                                                    "(default: the study's out_root)."),
+                 arms: list[str] = typer.Option([], "--arm", help="Report only this arm (repeatable).")) -> None:
     """Tables (mean ± std over seeds) and curves vs steps and vs online tokens."""
     from stage2_train.report import write_report
 
-    typer.echo(write_report(root, baseline=baseline, title=title, out_dir=out))
+    typer.echo(write_report(root, baseline=baseline, title=title, out_dir=out, only=tuple(arms)))
 
 
 @app.command()
@@ -236,16 +237,24 @@ def evaluate(params: Optional[Path] = ParamsOpt, overrides: list[str] = SetOpt,
 @user_errors
 def diversity(runs: list[str] = typer.Argument(..., metavar="[LABEL=]DIR...",
                                                help="out_dirs of `s2lpo evaluate` runs, optionally labelled."),
-              out: Path = typer.Option(..., "--out", "-o", help="Directory for the JSON, CSVs and PNG.")) -> None:
+              out: Path = typer.Option(..., "--out", "-o", help="Directory for the JSON, CSVs and PNG."),
+              count: str = typer.Option("answer", "--count", metavar="answer|testbed-steps",
+                                        help="Which correct samples count as solutions: the verifier's verdict, "
+                                        "or on the testbed also every partial sum.")) -> None:
     """pass@k curves side by side, where they cross, and distinct correct solutions per problem.
 
     A command of its own rather than an evaluate mode: it compares several models, each
     evaluated (and cached) by its own `evaluate` run, and reads only their results — no
     model is loaded, so it re-runs in seconds when a model is added.
     """
+    from pipeline.evaluate.diversity import Counting
     from pipeline.evaluate.diversity_report import format_report, parse_run, write_report
 
-    report = write_report([parse_run(arg) for arg in runs], str(out))
+    try:
+        counting = Counting(count)
+    except ValueError:
+        raise UserError(f"--count {count!r}: use one of {', '.join(c.value for c in Counting)}") from None
+    report = write_report([parse_run(arg) for arg in runs], str(out), counting=counting)
     typer.echo(format_report(report))
     typer.echo(f"wrote {out}/diversity.json, passk_curves.csv, distinct_correct.csv, diversity.png")
 

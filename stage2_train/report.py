@@ -133,11 +133,20 @@ def plot(arms: dict, path: str | Path, title: str = "") -> None:
     plt.close(fig)
 
 
-def write_report(root: str | Path, *, baseline: str = "grpo", title: str = "", out_dir: str | Path | None = None) -> str:
-    """Write report.md, curves.png and results.json to `out_dir` (default: the study's root)."""
+def write_report(root: str | Path, *, baseline: str = "grpo", title: str = "", out_dir: str | Path | None = None,
+                 only: tuple[str, ...] = ()) -> str:
+    """Write report.md, curves.png and results.json to `out_dir` (default: the study's root);
+    `only` keeps just those arms (in that order), e.g. for a readable figure."""
     root = Path(root)
     out = Path(out_dir) if out_dir is not None else root
     arms = load_arms(root)
+    if only:
+        from pipeline.errors import UserError
+
+        missing = [a for a in only if a not in arms]
+        if missing:
+            raise UserError(f"{root}: no finished runs of {missing}; arms with finished runs: {sorted(arms)}")
+        arms = {a: arms[a] for a in only}
     if not arms:
         from pipeline.errors import UserError
 

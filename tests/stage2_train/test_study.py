@@ -87,3 +87,16 @@ def test_report_can_be_written_elsewhere(tmp_path):
     write_report(tmp_path / "study", out_dir=tmp_path / "report")
     assert sorted(p.name for p in (tmp_path / "report").iterdir()) == ["curves.png", "report.md", "results.json"]
     assert not (tmp_path / "study" / "report.md").exists()
+
+
+def test_report_of_chosen_arms(tmp_path):
+    for arm in ("grpo", "s2lpo", "noise"):
+        run = tmp_path / arm / "seed0"
+        run.mkdir(parents=True)
+        (run / "summary.json").write_text("{}")
+        (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in _records([0, 0.5], [1, 1], 10)))
+    table = write_report(tmp_path, out_dir=tmp_path / "r", only=("s2lpo", "grpo"))
+    rows = [line.split("|")[1].strip() for line in table.splitlines() if line.startswith("| ") and "seeds" not in line]
+    assert rows == ["s2lpo", "grpo"]
+    with pytest.raises(UserError, match=r"no finished runs of \['tis'\]"):
+        write_report(tmp_path, only=("tis",))
