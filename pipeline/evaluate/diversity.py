@@ -10,21 +10,58 @@ Two numbers make that concrete for any set of models:
 - **distinct correct solutions per problem** — how many *different* correct responses a
   model produced among its n samples. Two responses count as the same solution when
   their texts are equal after collapsing whitespace runs (`normalize_whitespace`).
-  "Correct" is the verifier's verdict on the final answer only. On the testbed a clean
-  solution is one of the 12 orders of additions, but a response whose wrong partial sum
-  is cancelled by a second error (`18+25=33,93+33=136`) is also correct and distinct, so
-  the count can exceed 12; on math benchmarks nearly every correct long response is
-  distinct, and the count mostly tracks the number correct.
+  Which responses count is a `Counting`: the verifier's verdict on the final answer
+  (`answer`, any benchmark), or on the testbed also every step (`testbed-steps`). The
+  difference matters there: a response whose wrong partial sum is cancelled by a second
+  error (`18+25=33,93+33=136`) has the right answer, so under `answer` the count can
+  exceed the 12 clean orders of additions. On math benchmarks nearly every correct long
+  response is distinct, and the count mostly tracks the number correct.
 """
 
 from __future__ import annotations
 
+import enum
+import re
 from dataclasses import dataclass
 from typing import Mapping, Optional, Sequence
 
 import numpy as np
 
 from pipeline.passk import crossover_k
+
+
+class Counting(enum.Enum):
+    """Which responses count as solutions when counting distinct ones."""
+
+    ANSWER = "answer"  # the verifier's verdict on the final answer (any benchmark)
+    TESTBED_STEPS = "testbed-steps"  # testbed only: the answer and both partial sums right
+
+
+_TESTBED_SOLUTION = re.compile(r"(\d+)\+(\d+)=(\d+),(\d+)\+(\d+)=(\d+)\\boxed\{(\d+)\}")
+
+
+def is_clean_testbed_solution(question: str, response: str) -> bool:
+    """Whether `response` works `question` ("a+b+c") as `pipeline.testbed.task.solution`
+    does, with every step right: `x+y=p,u+v=s\\boxed{s}` where {x, y} are two operands,
+    {u, v} are p and the third operand, p = x + y and s = u + v. Whitespace at the ends
+    is ignored; anything else around the solution makes it invalid."""
+    match = _TESTBED_SOLUTION.fullmatch(response.strip())
+    if match is None:
+        return False
+    x, y, p, u, v, s, boxed = map(int, match.groups())
+    if x + y != p or u + v != s or boxed != s or p not in (u, v):
+        return False
+    third = v if u == p else u
+    return sorted((x, y, third)) == sorted(int(t) for t in question.split("+"))
+
+
+def counted(questions: Sequence[str], responses: Sequence[Sequence[str]], correct: Sequence[Sequence[bool]],
+            counting: Counting) -> list[list[bool]]:
+    """Per problem and sample: does the response count as a solution under `counting`."""
+    if counting is Counting.ANSWER:
+        return [list(map(bool, c)) for c in correct]
+    return [[bool(ok) and is_clean_testbed_solution(q, r) for r, ok in zip(rs, cs)]
+            for q, rs, cs in zip(questions, responses, correct, strict=True)]
 
 
 def distinct_correct(responses: Sequence[str], correct: Sequence[bool], *, normalize_whitespace: bool = True) -> int:

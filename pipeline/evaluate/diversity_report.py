@@ -7,7 +7,8 @@ atomically, into `out_dir`:
 
     diversity.json        curves, crossings and distinct-correct summaries
     passk_curves.csv      benchmark, subset, model, k, pass_at_k
-    distinct_correct.csv  benchmark, model, problem_id, flawed, n, correct, distinct_correct
+    distinct_correct.csv  benchmark, model, problem_id, flawed, n, correct, counted, distinct_correct
+                          (counted: correct samples that count under the `Counting`)
     diversity.png         pass@k curves (one panel per benchmark × subset) and mean distinct
                           correct solutions per problem
 """
@@ -22,7 +23,7 @@ from typing import Sequence
 import numpy as np
 
 from pipeline.errors import UserError
-from pipeline.evaluate.diversity import crossings, distinct_correct_counts, summarize_distinct
+from pipeline.evaluate.diversity import Counting, counted, crossings, distinct_correct_counts, summarize_distinct
 from pipeline.evaluate.results import CONFIG_FILE, RESULTS_FILE
 
 SUBSET_ORDER = ("all", "flawed", "rest")
@@ -42,8 +43,9 @@ def parse_run(arg: str) -> tuple[str, Path]:
     return label, run_dir
 
 
-def load_runs(runs: Sequence[tuple[str, Path]]) -> dict[str, dict[str, dict]]:
-    """label → benchmark → columns (problem_id, flawed, n, correct, distinct)."""
+def load_runs(runs: Sequence[tuple[str, Path]], *, counting: Counting = Counting.ANSWER) -> dict[str, dict[str, dict]]:
+    """label → benchmark → columns (problem_id, flawed, n, correct, counted, distinct); `counted`
+    and `distinct` are the samples that count under `counting` and their distinct texts."""
     import pyarrow.parquet as pq
 
     labels = [label for label, _ in runs]
@@ -56,8 +58,11 @@ def load_runs(runs: Sequence[tuple[str, Path]]) -> dict[str, dict[str, dict]]:
         for bench in dict.fromkeys(table["benchmark"]):
             rows = [i for i, b in enumerate(table["benchmark"]) if b == bench]
             col = {name: [table[name][i] for i in rows] for name in ("problem_id", "flawed", "n", "correct")}
-            col["distinct"] = distinct_correct_counts([table["responses"][i] for i in rows],
-                                                      [table["sample_correct"][i] for i in rows]).tolist()
+            responses = [table["responses"][i] for i in rows]
+            ok = counted([table["question"][i] for i in rows], responses, [table["sample_correct"][i] for i in rows],
+                         counting)
+            col["counted"] = [sum(o) for o in ok]
+            col["distinct"] = distinct_correct_counts(responses, ok).tolist()
             out[label][bench] = col
     return out
 
@@ -71,12 +76,13 @@ def _masks(col: dict) -> dict[str, np.ndarray]:
     return {k: m for k, m in masks.items() if m.any()}
 
 
-def diversity_report(data: dict[str, dict[str, dict]]) -> dict:
-    """Curves, crossings and distinct-correct summaries by benchmark and subset."""
+def diversity_report(data: dict[str, dict[str, dict]], *, counting: Counting = Counting.ANSWER) -> dict:
+    """Curves (from the verifier's verdicts), crossings and distinct-solution summaries
+    (under `counting`) by benchmark and subset."""
     from pipeline.evaluation import powers_of_two
     from pipeline.passk import mean_pass_at_k
 
-    report: dict = {"models": list(data), "benchmarks": {}}
+    report: dict = {"models": list(data), "counting": counting.value, "benchmarks": {}}
     benchmarks = list(dict.fromkeys(b for per_model in data.values() for b in per_model))
     for bench in benchmarks:
         entry: dict = {"curves": {}, "crossings": {}, "distinct_correct": {}}
@@ -84,11 +90,11 @@ def diversity_report(data: dict[str, dict[str, dict]]) -> dict:
             if bench not in per_model:
                 continue
             col = per_model[bench]
-            n, c, d = (np.array(col[key]) for key in ("n", "correct", "distinct"))
+            n, c, k, d = (np.array(col[key]) for key in ("n", "correct", "counted", "distinct"))
             for subset, mask in _masks(col).items():
                 curve = mean_pass_at_k(n[mask], c[mask], powers_of_two(int(n[mask].min())))
                 entry["curves"].setdefault(subset, {})[label] = {str(k): round(v, 6) for k, v in curve.items()}
-                summary = summarize_distinct(d[mask], c[mask])
+                summary = summarize_distinct(d[mask], k[mask])
                 entry["distinct_correct"].setdefault(subset, {})[label] = vars(summary)
         for subset, curves in entry["curves"].items():
             as_int = {label: {int(k): v for k, v in curve.items()} for label, curve in curves.items()}
@@ -102,7 +108,8 @@ def format_report(report: dict) -> str:
     for bench, entry in report["benchmarks"].items():
         for subset, curves in entry["curves"].items():
             ks = max((list(c) for c in curves.values()), key=len)
-            lines.append(f"{bench} / {subset}: pass@k (%) and distinct correct solutions per problem")
+            lines.append(f"{bench} / {subset}: pass@k (%) and distinct correct solutions per problem "
+                         f"(counting: {report['counting']})")
             lines.append(f"  {'model':<16}" + "".join(f"{'@' + k:>7}" for k in ks) + "  distinct  (solved)")
             for label, curve in curves.items():
                 dist = entry["distinct_correct"][subset][label]
@@ -115,14 +122,14 @@ def format_report(report: dict) -> str:
     return "\n".join(lines)
 
 
-def write_report(runs: Sequence[tuple[str, Path]], out_dir: str) -> dict:
+def write_report(runs: Sequence[tuple[str, Path]], out_dir: str, *, counting: Counting = Counting.ANSWER) -> dict:
     """Load the runs, compute the report and write the four files into `out_dir`."""
     import json
 
     from pipeline.fs import atomic_write, resolve
 
-    data = load_runs(runs)
-    report = diversity_report(data)
+    data = load_runs(runs, counting=counting)
+    report = diversity_report(data, counting=counting)
     loc = resolve(out_dir)
     payload = (json.dumps(report, indent=2) + "\n").encode()
     atomic_write(loc, "diversity.json", lambda s: s.write(payload))
@@ -148,10 +155,11 @@ def _curves_csv(report: dict) -> bytes:
 
 
 def _distinct_csv(data: dict) -> bytes:
-    rows = [(bench, label, pid, "" if f is None else f, n, c, d) for label, per_model in data.items()
-            for bench, col in per_model.items()
-            for pid, f, n, c, d in zip(col["problem_id"], col["flawed"], col["n"], col["correct"], col["distinct"])]
-    return _csv_bytes(["benchmark", "model", "problem_id", "flawed", "n", "correct", "distinct_correct"], rows)
+    keys = ("problem_id", "flawed", "n", "correct", "counted", "distinct")
+    rows = [(bench, label, *("" if v is None else v for v in values)) for label, per_model in data.items()
+            for bench, col in per_model.items() for values in zip(*(col[k] for k in keys))]
+    return _csv_bytes(["benchmark", "model", "problem_id", "flawed", "n", "correct", "counted", "distinct_correct"],
+                      rows)
 
 
 def plot_report(report: dict) -> bytes:

@@ -7,8 +7,8 @@ import pytest
 from typer.testing import CliRunner
 
 from pipeline.cli import app
-from pipeline.evaluate.diversity import (Crossing, DistinctSummary, crossings, distinct_correct,
-                                         distinct_correct_counts, summarize_distinct)
+from pipeline.evaluate.diversity import (Counting, Crossing, DistinctSummary, counted, crossings, distinct_correct,
+                                         distinct_correct_counts, summarize_distinct, is_clean_testbed_solution)
 from pipeline.evaluate.results import RESULTS_SCHEMA
 
 
@@ -22,6 +22,30 @@ def test_distinct_correct_counts_different_correct_texts():
     assert counts.tolist() == [2, 1, 0]
     with pytest.raises(ValueError, match="one verdict per response"):
         distinct_correct(["a"], [True, False])
+
+
+@pytest.mark.parametrize("response, valid", [
+    ("18+25=43,43+93=136\\boxed{136}", True),
+    ("93+25=118,18+118=136\\boxed{136}", True),
+    (" 25+93=118,118+18=136\\boxed{136}\n", True),   # ends stripped
+    ("18+25=33,93+33=136\\boxed{136}", False),  # wrong partial sum, cancelled by a second error
+    ("18+25=43,43+93=146\\boxed{146}", False),  # the planted flaw: final sum 10 too high
+    ("18+25=43,43+93=136\\boxed{137}", False),  # boxed answer differs from the sum
+    ("18+18=36,36+93=129\\boxed{129}", False),  # an operand used twice
+    ("18+25=43,18+93=111\\boxed{111}", False),  # second addition does not use the partial sum
+    ("\\boxed{136}", False),
+    ("18+25=43,43+93=136\\boxed{136} and more", False),
+])
+def test_clean_testbed_solution_check(response, valid):
+    assert is_clean_testbed_solution("93+25+18", response) is valid
+
+
+def test_counting_keeps_only_clean_solutions_on_the_testbed():
+    questions = ["93+25+18"]
+    responses = [["18+25=43,43+93=136\\boxed{136}", "18+25=33,93+33=136\\boxed{136}", "x"]]
+    correct = [[True, True, False]]
+    assert counted(questions, responses, correct, Counting.ANSWER) == [[True, True, False]]
+    assert counted(questions, responses, correct, Counting.TESTBED_STEPS) == [[True, False, False]]
 
 
 def test_summary_over_problems():
@@ -80,14 +104,16 @@ def test_diversity_command_writes_curves_crossings_and_distinct_counts(tmp_path)
     assert entry["distinct_correct"]["all"]["explorer"] == {"mean": 1.5, "mean_solved": 1.5, "share": 0.75}
     assert entry["distinct_correct"]["all"]["base"] == {"mean": 0.5, "mean_solved": 1.0, "share": 0.25}
     lines = (tmp_path / "div" / "distinct_correct.csv").read_text().splitlines()
-    assert lines[0] == "benchmark,model,problem_id,flawed,n,correct,distinct_correct"
-    assert "testbed,explorer,p0,False,4,3,2" in lines and "testbed,base,p1,True,4,0,0" in lines
+    assert lines[0] == "benchmark,model,problem_id,flawed,n,correct,counted,distinct_correct"
+    assert "testbed,explorer,p0,False,4,3,3,2" in lines and "testbed,base,p1,True,4,0,0,0" in lines
     curves = (tmp_path / "div" / "passk_curves.csv").read_text().splitlines()
     assert "testbed,flawed,explorer,2,0.5" in curves
     assert (tmp_path / "div" / "diversity.png").read_bytes()[:4] == b"\x89PNG"
 
 
-def test_diversity_refuses_a_directory_without_results(tmp_path):
+def test_diversity_refuses_a_directory_without_results_and_an_unknown_count(tmp_path):
     result = CliRunner().invoke(app, ["diversity", str(tmp_path), "--out", str(tmp_path / "div")])
     assert result.exit_code == 2 and "no results.parquet" in result.output
+    result = CliRunner().invoke(app, ["diversity", str(tmp_path), "--out", str(tmp_path / "div"), "--count", "steps"])
+    assert result.exit_code == 2 and "--count 'steps': use one of answer, testbed-steps" in result.output
     assert not (tmp_path / "div").exists()
