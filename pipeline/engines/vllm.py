@@ -6,6 +6,9 @@ of each sampled token; vLLM reports it under the raw model distribution (its def
 `logprobs_mode`), the same convention as `HFEngine`. The per-request seed makes a call
 reproducible on a given engine and device.
 
+`enforce_eager=True` skips vLLM's torch.compile: on CPU that compilation is minutes of C++
+builds on first use, worth it for a long run and not for a test.
+
 vLLM starts worker processes: any script that builds a `VLLMEngine` needs the
 `if __name__ == "__main__":` guard (the `s2lpo` console script has it).
 
@@ -32,7 +35,7 @@ class VLLMEngine:
     def __init__(self, model: str, *, revision: str | None = None, dtype: str = "auto", seed: int = 0,
                  gpu_memory_utilization: float = 0.25, tensor_parallel_size: int = 1,
                  max_model_len: int | None = None, trust_remote_code: bool = False,
-                 enable_sleep_mode: bool = False, in_process: bool = False) -> None:
+                 enable_sleep_mode: bool = False, in_process: bool = False, enforce_eager: bool = False) -> None:
         try:
             from vllm import LLM
         except ImportError:
@@ -47,7 +50,7 @@ class VLLMEngine:
         self.llm = LLM(model=model, tokenizer=model, revision=revision, dtype=dtype, seed=seed,
                        gpu_memory_utilization=gpu_memory_utilization, tensor_parallel_size=tensor_parallel_size,
                        max_model_len=max_model_len, trust_remote_code=trust_remote_code,
-                       enable_sleep_mode=enable_sleep_mode)
+                       enable_sleep_mode=enable_sleep_mode, enforce_eager=enforce_eager)
 
     def generate(self, prompts: Sequence[Sequence[int]], params: SamplingParams) -> list[list[Completion]]:
         from vllm import SamplingParams as VLLMSamplingParams
@@ -61,6 +64,10 @@ class VLLMEngine:
                                     use_tqdm=False)
         return [[_completion(c) for c in out.outputs] for out in outputs]
 
+    def close(self) -> None:
+        """Stop vLLM's engine core and worker processes now rather than at interpreter exit
+        (where they log to streams that may already be closed)."""
+        self.llm.llm_engine.engine_core.shutdown()
 
     def load_weights(self, weights: dict) -> None:
         """Replace the served weights with `weights` (HF parameter names → tensors)."""
