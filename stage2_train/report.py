@@ -18,7 +18,7 @@ import numpy as np
 
 from stage2_train.metrics import read_jsonl
 
-MILESTONES = (20, 40)  # steps at which the table also shows the flawed-subset pass@1
+MILESTONES = (10, 20, 40)  # steps at which the table also shows the flawed-subset pass@1
 CURVES = [("eval/pass@1", "all problems"), ("eval/flawed/pass@1", "flawed subset"), ("eval/rest/pass@1", "rest")]
 
 
@@ -39,12 +39,22 @@ def curve(runs: list[list[dict]], key: str) -> tuple[np.ndarray, np.ndarray, np.
     return np.array(steps), vals.mean(0), vals.std(0), toks.mean(0)
 
 
+def max_k(runs: list[list[dict]]) -> int | None:
+    """The largest k whose overall pass@k every run's last record holds (the eval's n)."""
+    ks = [{int(k.removeprefix("eval/pass@")) for k in recs[-1] if k.startswith("eval/pass@")} for recs in runs]
+    common = set.intersection(*ks) if ks else set()
+    return max(common) if common else None
+
+
 def summarise(arms: dict, baseline: str = "grpo") -> dict:
     out = {}
     base = arms.get(baseline)
     for arm, runs in arms.items():
         row = {"seeds": len(runs)}
-        for key, _ in CURVES + [("eval/pass@16", "")]:
+        top_k = max_k(runs)
+        if top_k:
+            row["top_k"] = top_k
+        for key, _ in CURVES + ([(f"eval/pass@{top_k}", "")] if top_k else []):
             finals = [recs[-1].get(key) for recs in runs if recs[-1].get(key) is not None]
             if finals:
                 row[key] = (float(np.mean(finals)), float(np.std(finals)))
@@ -85,20 +95,29 @@ def format_table(summary: dict) -> str:
         return f"{100 * v[0]:.1f} ± {100 * v[1]:.1f}" if v else "–"
 
     marks = " | ".join(f"flawed @{m}" for m in MILESTONES)
-    lines = [f"| arm | seeds | pass@1 | flawed pass@1 | rest pass@1 | pass@16 | {marks} | steps to GRPO's final flawed | "
+    ks = {r["top_k"] for r in summary.values() if "top_k" in r}
+    top = f"pass@{ks.pop()}" if len(ks) == 1 else "pass@k (max k)"
+    lines = [f"| arm | seeds | pass@1 | flawed pass@1 | rest pass@1 | {top} | {marks} | steps to GRPO's final flawed | "
              "worst rest gap vs GRPO (pts) | online tokens / GRPO | s/step |",
              "|---|---|---|---|---|---|" + "---|" * len(MILESTONES) + "---|---|---|---|"]
     for arm, r in summary.items():
         gap = r.get("worst_rest_gap")
         ratio = r.get("token_ratio")
         lines.append(f"| {arm} | {r['seeds']} | {pm(r.get('eval/pass@1'))} | {pm(r.get('eval/flawed/pass@1'))} | "
-                     f"{pm(r.get('eval/rest/pass@1'))} | {pm(r.get('eval/pass@16'))} | "
+                     f"{pm(r.get('eval/rest/pass@1'))} | {pm(r.get('eval/pass@' + str(r.get('top_k'))))} | "
                      + "".join(f"{_pct(r.get(f'flawed@{m}'))} | " for m in MILESTONES) +
-                     f"{r.get('steps_to_baseline_final', '–')} of {r.get('baseline_final_steps', '–')} | "
+                     f"{_steps(r)} | "
                      f"{'–' if gap is None else f'{gap:+.1f}'} | {'–' if ratio is None else f'{ratio:.2f}'} | "
                      f"{r['seconds_per_step']:.2f} |")
     return "\n".join(lines) + ("\n\nAll values are the final evaluation (mean ± std over seeds, %) except "
                                 "`flawed @N` (mean at step N).")
+
+
+def _steps(r: dict) -> str:
+    if "baseline_final_steps" not in r:
+        return "–"
+    hit = r.get("steps_to_baseline_final")
+    return f"{'never' if hit is None else hit} (of {r['baseline_final_steps']})"
 
 
 def _pct(v) -> str:

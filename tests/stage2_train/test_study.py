@@ -100,3 +100,12 @@ def test_report_of_chosen_arms(tmp_path):
     assert rows == ["s2lpo", "grpo"]
     with pytest.raises(UserError, match=r"no finished runs of \['tis'\]"):
         write_report(tmp_path, only=("tis",))
+
+
+def test_max_k_is_the_largest_k_every_run_evaluated():
+    from stage2_train.report import max_k
+
+    runs = [[{"eval/pass@1": 0.5, "eval/pass@8": 0.9, "eval/flawed/pass@16": 1.0}],
+            [{"eval/pass@1": 0.5, "eval/pass@4": 0.8, "eval/pass@8": 0.9}]]
+    assert max_k(runs) == 8
+    assert max_k([[{"step": 3}]]) is None
