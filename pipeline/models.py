@@ -1,8 +1,10 @@
 """Loading models and tokenizers — hub ids or local directories, the same way everywhere.
 
-Safety: weights load from safetensors only (`use_safetensors=True`), and
-`trust_remote_code` is off unless the caller turns it on. Fingerprints identify what
-was loaded, so a bank can refuse a learner whose tokenizer differs from its explorer's.
+Safety: weights load from safetensors only (`use_safetensors=True`; a directory holding
+only pickle weights such as `pytorch_model.bin` is refused before anything is read, since
+unpickling can run code), and `trust_remote_code` is off unless the caller turns it on.
+Fingerprints identify what was loaded, so a bank can refuse a learner whose tokenizer
+differs from its explorer's.
 """
 
 from __future__ import annotations
@@ -12,6 +14,8 @@ import json
 from pathlib import Path
 
 from pipeline.errors import UserError
+
+PICKLE_WEIGHTS = ("*.bin", "*.pt", "*.pth", "*.ckpt", "*.pkl")
 
 
 def load_tokenizer(name: str, *, revision: str | None = None, trust_remote_code: bool = False):
@@ -30,15 +34,31 @@ def load_tokenizer(name: str, *, revision: str | None = None, trust_remote_code:
 def load_causal_lm(name: str, *, revision: str | None = None, dtype: str = "auto",
                    trust_remote_code: bool = False):
     import torch
+    from safetensors import SafetensorError
     from transformers import AutoModelForCausalLM
 
+    refuse_pickle_only(name)
     torch_dtype = "auto" if dtype == "auto" else getattr(torch, dtype)
     try:
         return AutoModelForCausalLM.from_pretrained(name, revision=revision, dtype=torch_dtype,
                                                     use_safetensors=True, trust_remote_code=trust_remote_code)
-    except (OSError, ValueError) as exc:
-        raise UserError(f"{name}: cannot load a causal LM from safetensors ({_first_line(exc)}); give a model "
-                        "directory saved with save_pretrained or a hub id available offline") from None
+    except (OSError, ValueError, SafetensorError) as exc:
+        fix = ("set trust_remote_code: true only if you trust that code" if "custom code" in str(exc) else
+               "give a model directory saved with save_pretrained or a hub id available offline")
+        raise UserError(f"{name}: cannot load a causal LM from safetensors ({_first_line(exc)}); {fix}") from None
+
+
+def refuse_pickle_only(name: str) -> None:
+    """A local directory whose weights are pickle files only (no *.safetensors) is refused:
+    loading them would unpickle, which can run arbitrary code."""
+    path = Path(name)
+    if not path.is_dir() or any(path.glob("*.safetensors")):
+        return
+    pickles = sorted(f.name for pattern in PICKLE_WEIGHTS for f in path.glob(pattern))
+    if pickles:
+        raise UserError(f"{name}: holds only pickle weights ({', '.join(pickles[:3])}); s2lpo loads safetensors "
+                        "only, since unpickling can run code; convert them where you trust the files "
+                        "(save_pretrained(..., safe_serialization=True))")
 
 
 def tokenizer_fingerprint(tokenizer) -> str:
@@ -56,6 +76,7 @@ def model_identity(name: str, revision: str | None = None) -> dict:
     content hash of config + weights (so moving the directory does not change it)."""
     path = Path(name)
     if path.is_dir():
+        refuse_pickle_only(name)
         digest = hashlib.sha256()
         files = sorted(path.glob("*.safetensors")) + [path / "config.json"]
         if not files[:-1] or not files[-1].is_file():

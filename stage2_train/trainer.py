@@ -97,8 +97,9 @@ def run_train(cfg: TrainConfig, *, resume: bool = False, echo=print, progress: b
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     out = Path(cfg.out_dir)
-    _claim_out_dir(cfg, out, resume)
+    _claim_out_dir(cfg, out, resume, write=False)  # refuse before the slow setup
     run = setup(cfg, echo=echo)
+    _claim_out_dir(cfg, out, resume)  # a refused setup leaves no out_dir behind
     start = 0
     if resume and (path := ckpt.latest_checkpoint(out)) is not None:
         state = ckpt.load_checkpoint(path, model=run.model, optimizer=run.optimizer)
@@ -185,7 +186,7 @@ def _sync_engine(run: Run) -> None:
         run.engine.load_weights(merged_state_dict(run.model))
 
 
-def _claim_out_dir(cfg: TrainConfig, out: Path, resume: bool) -> None:
+def _claim_out_dir(cfg: TrainConfig, out: Path, resume: bool, *, write: bool = True) -> None:
     saved = out / "config.json"
     mine = to_dict(cfg)
     if saved.exists():
@@ -196,6 +197,8 @@ def _claim_out_dir(cfg: TrainConfig, out: Path, resume: bool) -> None:
         if diff:
             raise UserError(f"{saved}: the run was started with different settings ({', '.join(diff)}); resume with "
                             "the same settings or set out_dir elsewhere")
+    if not write:
+        return
     out.mkdir(parents=True, exist_ok=True)
     tmp = out / ".config.json.tmp"
     tmp.write_text(json.dumps(mine, indent=1))
