@@ -2,7 +2,8 @@
 
 Resumable by construction: the bank's index says which (prompt, sample_index) pairs
 exist; only the missing ones are generated, a shard at a time, each shard committed
-atomically. Worker I of N handles the prompts whose stable hash is I modulo N.
+atomically (on a writer thread, while the next shard generates). Worker I of N handles
+the prompts whose stable hash is I modulo N.
 """
 
 from __future__ import annotations
@@ -13,8 +14,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from pipeline.bank.background import BackgroundWriter
 from pipeline.bank.reader import BankReader
-from pipeline.bank.schema import BankRecord, SCHEMA_VERSION, records_to_table
+from pipeline.bank.schema import BankRecord, SCHEMA_VERSION
 from pipeline.bank.store import BankWriter, fingerprint, open_bank
 from pipeline.data import Problem, load_problems, problem_set_fingerprint
 from pipeline.engines import Engine, SamplingParams
@@ -118,14 +120,15 @@ def _fill(cfg: ExploreConfig, jobs: list[Job], engine: Engine, tokenizer, writer
 
     total = sum(len(j.sample_indices) for j in jobs)
     start, tokens, done = time.time(), 0, 0
-    with ScoringPool(cfg.scoring_workers, timeout_s=cfg.score_timeout_s) as pool, \
+    # shards are encoded and committed on a writer thread while the next chunk generates
+    with ScoringPool(cfg.scoring_workers, timeout_s=cfg.score_timeout_s) as pool, BackgroundWriter(writer) as shards, \
             tqdm(total=total, desc="explore", unit="rollout", dynamic_ncols=True) as bar:
         for first in range(0, len(jobs), cfg.prompts_per_shard):
             chunk = jobs[first : first + cfg.prompts_per_shard]
             texts = render_prompts(tokenizer, [j.problem.question for j in chunk], template=cfg.template)
             prompt_ids = tokenizer(texts, add_special_tokens=True)["input_ids"]
             records = _sample_and_score(cfg, chunk, texts, prompt_ids, engine, pool)
-            writer.write_shard(records_to_table(records))
+            shards.submit(records)
             tokens += sum(r.response_length for r in records)
             done += len(records)
             bar.update(len(records))

@@ -24,6 +24,11 @@ IDENTITY_FILE = "bank.json"
 MANIFEST_DIR = "manifests"
 SHARD_DIR = "shards"
 ROW_GROUP_ROWS = 512  # small row groups let stage 2 read a few prompts without whole shards
+# Dictionary-encode only the string columns that repeat (a prompt's M rows share its id and
+# text; answers and finish reasons come from small sets). Log-probs are nearly all distinct:
+# a dictionary there cost half of a 2048-row shard's write and made the file larger
+# (8.7 → 4.0 ms CPU, 399 → 306 kB on the testbed explorer's rollouts).
+DICTIONARY_COLUMNS = ["prompt_id", "prompt", "extracted_answer", "finish_reason"]
 
 
 def fingerprint(identity: dict) -> str:
@@ -114,18 +119,26 @@ class BankWriter:
                 self.loc.fs.delete_file(self.loc.path(rel))
 
     def write_shard(self, table: pa.Table) -> ShardEntry:
-        """Write one shard atomically, then replace this worker's manifest atomically."""
+        """Write one shard atomically, then replace this worker's manifest atomically.
+
+        A failed write (disk full, permissions) is a one-line `UserError`; the bank on disk
+        and this writer are then as they were before the call."""
         if table.schema != BANK_SCHEMA:
             table = table.cast(BANK_SCHEMA)
         seq = 1 + max((int(s["file"].rsplit("-", 1)[1].split(".")[0]) for s in self.shards), default=0)
         rel = f"{SHARD_DIR}/w{self.worker_index:03d}-{seq:06d}.parquet"
-        atomic_write(self.loc, rel, lambda stream: pq.write_table(
-            table, stream, compression="zstd", row_group_size=ROW_GROUP_ROWS))
-        self.shards.append({"file": rel, "rows": table.num_rows, "written": time.time()})
-        write_json(self.loc, self._manifest_rel, {
-            "worker_index": self.worker_index, "num_workers": self.num_workers,
-            "fingerprint": fingerprint(self.identity), "rows": sum(s["rows"] for s in self.shards),
-            "shards": self.shards})
+        shards = [*self.shards, {"file": rel, "rows": table.num_rows, "written": time.time()}]
+        try:
+            atomic_write(self.loc, rel, lambda stream: pq.write_table(
+                table, stream, compression="zstd", row_group_size=ROW_GROUP_ROWS, use_dictionary=DICTIONARY_COLUMNS))
+            write_json(self.loc, self._manifest_rel, {
+                "worker_index": self.worker_index, "num_workers": self.num_workers,
+                "fingerprint": fingerprint(self.identity), "rows": sum(s["rows"] for s in shards),
+                "shards": shards})
+        except OSError as exc:  # a shard renamed before a failed manifest write is an orphan, removed on resume
+            raise UserError(f"{self.loc.path(rel)}: cannot write this shard ({exc}); free space or fix permissions "
+                            "and re-run the same command, which resumes the bank") from None
+        self.shards = shards
         return ShardEntry(rel, table.num_rows, self._manifest_rel)
 
 

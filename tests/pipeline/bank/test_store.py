@@ -79,11 +79,14 @@ def test_failed_shard_write_leaves_the_previous_state(tmp_path, monkeypatch):
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(pq, "write_table", disk_full)
-    with pytest.raises(OSError, match="No space left"):
+    with pytest.raises(UserError, match=r"w000-000002.parquet: cannot write this shard \(.*No space left.*re-run"):
         w.write_shard(records_to_table([rec("a", 1)]))
     assert (tmp_path / "manifests" / "worker-0of1.json").read_text() == manifest
     assert sorted(p.name for p in (tmp_path / "shards").iterdir()) == ["w000-000001.parquet"]
     assert json.loads(manifest)["rows"] == 1
+    monkeypatch.undo()
+    assert w.write_shard(records_to_table([rec("a", 1)])).file == "shards/w000-000002.parquet"  # writer unchanged
+    assert BankReader.open(str(tmp_path)).counts() == {"a": 2}
 
 
 def test_not_a_bank_and_unwritable_location(tmp_path):
