@@ -4,8 +4,9 @@ issue asks for against the baseline arm (plain GRPO):
 
 - steps_to_baseline_final: first evaluated step at which the arm's mean flawed-subset
   pass@1 reaches the baseline's final mean (None if never);
-- worst_rest_gap: the most the arm's mean rest-subset pass@1 falls below the baseline's
-  mean curve at any evaluated step (points; negative = below);
+- worst_rest_gap: the most the arm's mean rest-subset pass@1 (all problems when none is
+  flagged) falls below the baseline's mean curve at any evaluated step (points; negative
+  = below);
 - token_ratio: the arm's online tokens over the baseline's at the last step.
 """
 
@@ -79,8 +80,10 @@ def _against(runs, base) -> dict:
         hit = [int(st) for st, v in zip(s, flaw) if v >= bflaw[-1]]
         res["steps_to_baseline_final"] = hit[0] if hit else None
         res["baseline_final_steps"] = int(bs[-1])
-    bs, brest, _, _ = curve(base, "eval/rest/pass@1")
-    s, rest, _, _ = curve(runs, "eval/rest/pass@1")
+    # the rest subset when problems carry a flaw flag; all problems otherwise (a clean family)
+    rest_key = "eval/rest/pass@1" if any("eval/rest/pass@1" in r for recs in base for r in recs) else "eval/pass@1"
+    bs, brest, _, _ = curve(base, rest_key)
+    s, rest, _, _ = curve(runs, rest_key)
     common = sorted(set(bs.tolist()) & set(s.tolist()))
     if common:
         gaps = [rest[list(s).index(c)] - brest[list(bs).index(c)] for c in common]

@@ -109,3 +109,13 @@ def test_max_k_is_the_largest_k_every_run_evaluated():
             [{"eval/pass@1": 0.5, "eval/pass@4": 0.8, "eval/pass@8": 0.9}]]
     assert max_k(runs) == 8
     assert max_k([[{"step": 3}]]) is None
+
+
+def test_without_a_flawed_subset_the_gap_is_on_all_problems():
+    def recs(overall):
+        return [{"step": 10 * i, "eval/pass@1": v, "online_tokens": 10 * i, "time/step": 1.0}
+                for i, v in enumerate(overall)]
+
+    s = summarise({"grpo": [recs([0.9, 0.9, 0.95])], "s2lpo": [recs([0.9, 0.87, 0.97])]}, "grpo")
+    assert s["s2lpo"]["worst_rest_gap"] == pytest.approx(-3.0)
+    assert "steps_to_baseline_final" not in s["s2lpo"]
