@@ -12,12 +12,17 @@ replaced atomically, so a crash at any moment leaves the previous checkpoint int
 Per-step randomness (prompt order, bank draws, sampling, mini-batch order) is derived
 from (seed, step), and the rng states are stored as well, so a resumed run repeats the
 uninterrupted one exactly on the same machine.
+
+Under torchrun rank 0 writes the checkpoint: whole weights and the optimizer state (FSDP
+gathers both first; its optimizer state is then keyed by parameter name), and state.json
+records the world size, which a resumed run must match.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import pickle
 import random
 import shutil
 from pathlib import Path
@@ -34,21 +39,31 @@ def checkpoint_dir(out_dir: str | Path) -> Path:
     return Path(out_dir) / "checkpoints"
 
 
-def save_checkpoint(out_dir: str | Path, *, step: int, model, optimizer, state: dict, keep: int) -> Path:
+def save_checkpoint(out_dir: str | Path, *, step: int, model, optimizer, state: dict, keep: int,
+                    model_state: dict | None = None, optimizer_state: dict | None = None) -> Path:
+    """Write step `step`; `model_state`/`optimizer_state` replace the objects' own state
+    dicts (FSDP's gathered ones)."""
+    from safetensors import SafetensorError
+
     root = checkpoint_dir(out_dir)
-    root.mkdir(parents=True, exist_ok=True)
     name = f"step-{step:06d}"
-    tmp = root / f".tmp-{name}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
-    model.save_pretrained(tmp / "model", safe_serialization=True)
-    torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
-    full = dict(state, step=step, rng=_rng_states())
-    (tmp / "state.json").write_text(json.dumps(full, indent=1))
-    final = root / name
-    shutil.rmtree(final, ignore_errors=True)
-    os.replace(tmp, final)
-    _write_latest(root, name)
+    tmp, final = root / f".tmp-{name}", root / name
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir()
+        extra = {} if model_state is None else {"state_dict": model_state}
+        model.save_pretrained(tmp / "model", safe_serialization=True, **extra)
+        torch.save(optimizer.state_dict() if optimizer_state is None else optimizer_state, tmp / "optimizer.pt")
+        full = dict(state, step=step, rng=_rng_states())
+        (tmp / "state.json").write_text(json.dumps(full, indent=1))
+        shutil.rmtree(final, ignore_errors=True)
+        os.replace(tmp, final)
+        _write_latest(root, name)
+    except (OSError, SafetensorError, RuntimeError) as exc:  # a full disk: torch.save raises RuntimeError
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise UserError(f"{final}: cannot write this checkpoint ({_first_line(exc)}); {root / LATEST} still names the "
+                        "last good one; free space or fix permissions, then resume with --resume") from None
     _prune(root, keep)
     return final
 
@@ -67,6 +82,15 @@ def latest_checkpoint(out_dir: str | Path) -> Path | None:
 
 def load_checkpoint(path: Path, *, model, optimizer) -> dict:
     """Restore weights, optimizer and rng states in place; returns the saved state."""
+    tensors, optimizer_state, state = read_checkpoint(path)
+    load_weights(model, tensors)
+    optimizer.load_state_dict(optimizer_state)
+    set_rng_states(state["rng"])
+    return state
+
+
+def read_checkpoint(path: Path) -> tuple[dict, dict, dict]:
+    """(weights by name, optimizer state dict, state.json) of a checkpoint directory."""
     from safetensors.torch import load_file
 
     weights = sorted((path / "model").glob("*.safetensors"))
@@ -75,25 +99,41 @@ def load_checkpoint(path: Path, *, model, optimizer) -> dict:
     tensors = {}
     for f in weights:
         tensors.update(load_file(str(f)))
-    _load_weights(model, tensors)
-    optimizer.load_state_dict(torch.load(path / "optimizer.pt", weights_only=True))
-    state = json.loads((path / "state.json").read_text())
-    _set_rng_states(state["rng"])
-    return state
+    optimizer_state = _load_tensors(path / "optimizer.pt")
+    return tensors, optimizer_state, json.loads((path / "state.json").read_text())
 
 
-def _load_weights(model, tensors: dict) -> None:
+def load_weights(model, tensors: dict) -> None:
     if hasattr(model, "peft_config"):
         from peft import set_peft_model_state_dict
 
         set_peft_model_state_dict(model, tensors)
         return
     missing, unexpected = model.load_state_dict(tensors, strict=False)
+    check_keys(missing, unexpected)
+
+
+def check_keys(missing: list[str], unexpected: list[str]) -> None:
     # tied embeddings are saved once; anything else missing means a different model
     missing = [k for k in missing if k != "lm_head.weight"]
     if missing or unexpected:
         raise UserError(f"checkpoint does not match the learner (missing {missing[:3]}, unexpected "
                         f"{unexpected[:3]}); resume with the same learner and lora settings")
+
+
+def _load_tensors(path: Path) -> dict:
+    """A state dict saved by `torch.save`, unpickled with `weights_only=True`: tensors and
+    plain containers only, so a file that would run code on load is refused."""
+    try:
+        return torch.load(path, weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, OSError) as exc:
+        raise UserError(f"{path}: not a plain tensor file ({_first_line(exc)}); the checkpoint is damaged or was "
+                        "not written by s2lpo; resume from another checkpoint or start a fresh out_dir") from None
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    return lines[0][:200] if lines else type(exc).__name__
 
 
 def _write_latest(root: Path, name: str) -> None:
@@ -114,7 +154,7 @@ def _rng_states() -> dict:
             "numpy": [np_state[0], np_state[1].tolist(), *np_state[2:]]}
 
 
-def _set_rng_states(rng: dict) -> None:
+def set_rng_states(rng: dict) -> None:
     import ast
 
     random.setstate(_tuplify(ast.literal_eval(rng["python"])))

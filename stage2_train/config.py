@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Optional
 
 from pipeline.engines.base import EngineKind
+from stage2_train.distributed import Strategy
 from stage2_train.groups import BankPrompts, BankRows, Mixing
 from stage2_train.rl_math import Aggregation, BankCorrection, Baseline
 from stage2_train.schedule import Schedule
@@ -70,6 +71,20 @@ class EvalSettings:
 
 
 @dataclass(frozen=True)
+class DistributedSettings:
+    """How `s2lpo train` runs under torchrun (stage2_train.distributed); ignored in one process.
+
+    ddp replicates the learner on every rank (fits one GPU, or LoRA); fsdp shards its weights,
+    gradients and Adam states (FSDP2). `param_dtype` (fsdp only) computes in e.g. bfloat16
+    over the `dtype` master weights, with gradients reduced in float32."""
+
+    strategy: Strategy = Strategy.DDP
+    param_dtype: Optional[str] = None
+    reshard_after_forward: bool = True  # fsdp: free the gathered weights after each forward
+    timeout_minutes: int = 60  # collectives; rank 0 writes checkpoints while the others wait
+
+
+@dataclass(frozen=True)
 class TrainConfig:
     """One GRPO / S2L-PO run: learner, bank, schedule, objective and run management."""
 
@@ -104,14 +119,18 @@ class TrainConfig:
     ppo_epochs: int = 1
     mini_batch_size: int = 64  # responses per optimizer step
     micro_batch_size: int = 64  # responses per forward/backward (gradient accumulation)
+    gradient_checkpointing: bool = False  # recompute each block's activations in backward (long responses)
     loss: LossConfig = field(default_factory=LossConfig)
     lora: LoraSettings = field(default_factory=LoraSettings)
     eval: EvalSettings = field(default_factory=EvalSettings)
     engine: EngineKind = EngineKind.AUTO
     batch_size: int = 2048  # sequences per HF generate call
     dtype: str = "float32"
-    gpu_memory_utilization: float = 0.3
-    tensor_parallel_size: int = 1
+    gpu_memory_utilization: float = 0.3  # vLLM's share of each GPU (weights + KV cache), colocated with training
+    tensor_parallel_size: int = 1  # vLLM; under torchrun, ranks r with equal r // tp sample together
+    vllm_sleep_level: int = 0  # 0 = vLLM stays resident; 1/2 = sleep while training (1 keeps weights in CPU RAM)
+    rollout_dtype: Optional[str] = None  # the vLLM engine's dtype (None = dtype), e.g. bfloat16 over fp32 masters
+    distributed: DistributedSettings = field(default_factory=DistributedSettings)
     scoring_workers: int = 0  # 0 = score in this process (trusted, short outputs: the testbed)
     score_timeout_s: float = 10.0
     checkpoint_every: int = 20
@@ -132,6 +151,12 @@ class TrainConfig:
             raise ValueError("need temperature > 0 and 0 < top_p ≤ 1")
         if self.loss.clip_low < 0 or self.loss.clip_high < 0:
             raise ValueError("clip_low and clip_high must be ≥ 0")
+        if self.vllm_sleep_level not in (0, 1, 2):
+            raise ValueError("vllm_sleep_level must be 0 (no sleep), 1 or 2")
+        if self.tensor_parallel_size < 1:
+            raise ValueError("tensor_parallel_size must be ≥ 1")
+        if self.distributed.param_dtype is not None and self.distributed.strategy is not Strategy.FSDP:
+            raise ValueError("distributed.param_dtype is FSDP's mixed precision; set distributed.strategy: fsdp")
 
     @property
     def uses_bank(self) -> bool:

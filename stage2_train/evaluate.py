@@ -3,6 +3,8 @@
 Subsets come from the problems' `meta.flawed` flag when present (the testbed's planted
 flaw): `all`, `flawed` and `rest`. The sampling seed is the same at every evaluation and
 in every run with the same seed, so curves of different methods share their noise.
+Under torchrun each generation group samples its block of the problems and the counts
+are gathered, so every rank reports the same numbers.
 """
 
 from __future__ import annotations
@@ -31,8 +33,13 @@ class Evaluator:
         ev = self.cfg.eval
         params = SamplingParams(n=ev.samples, temperature=ev.temperature, top_p=ev.top_p, top_k=ev.top_k,
                                 max_new_tokens=ev.max_new_tokens, seed=step_seed(self.cfg.seed, 0, "eval"))
-        counts = correct_counts(self.run.engine, self.run.tokenizer, self.problems, params,
-                                template=self.cfg.template, scorer=self.run.scorer)
+        d = self.run.dist
+        block = d.rollout_range(len(self.problems))
+        mine = self.problems[block.start : block.stop]
+        counts = correct_counts(self.run.engine, self.run.tokenizer, mine, params, template=self.cfg.template,
+                                scorer=self.run.scorer) if mine else np.zeros(0, dtype=np.int64)
+        if d.active:  # one block per generation group, in problem order
+            counts = np.concatenate([c for rank, c in enumerate(d.gather(counts)) if rank % d.tp == 0])
         table = passk_by_subset(counts, ev.samples, self.subsets, powers_of_two(ev.samples))
         out = {}
         for subset, by_k in table.items():

@@ -30,22 +30,37 @@ def load_learner(cfg):
     return tokenizer, model, ref
 
 
-def build_engine(cfg, model, tokenizer):
-    """HF generate on the training model itself, or a vLLM engine synced every step."""
+def build_engine(cfg, model, tokenizer, d):
+    """The rollout engine: HF generate on the training model itself; under FSDP (whose
+    forwards are collectives) HF generate on a whole copy synced every step; or vLLM,
+    colocated on this rank's GPU and synced every step."""
     from pipeline.engines import EngineKind, resolve_engine_kind
 
     if resolve_engine_kind(cfg.engine) is EngineKind.VLLM:
-        from pipeline.engines.vllm import VLLMEngine
+        return _colocated_vllm(cfg, model, d)
+    if d.fsdp:
+        from pipeline.models import load_causal_lm
 
-        engine = VLLMEngine(cfg.learner, revision=cfg.revision, dtype=cfg.dtype, seed=cfg.seed,
-                            gpu_memory_utilization=cfg.gpu_memory_utilization,
-                            tensor_parallel_size=cfg.tensor_parallel_size, trust_remote_code=cfg.trust_remote_code,
-                            in_process=True)
-        engine.load_weights(merged_state_dict(model))  # LoRA adapters start as identity; harmless either way
+        copy = load_causal_lm(cfg.learner, revision=cfg.revision, dtype=cfg.dtype, trust_remote_code=cfg.trust_remote_code)
+        engine = _SyncedHFEngine(copy.to(d.device).eval().requires_grad_(False), tokenizer, batch_size=cfg.batch_size)
+        engine.load_weights(merged_state_dict(model))
         return engine
-    from pipeline.engines.hf import HFEngine
-
     return _TrainingHFEngine(model, tokenizer, batch_size=cfg.batch_size)
+
+
+def _colocated_vllm(cfg, model, d):
+    from pipeline.engines.vllm import VLLMEngine
+
+    # under torchrun every rank holds one vLLM worker (vLLM's external launcher): the ranks of a
+    # tensor-parallel group sample the same prompts together; alone, vLLM runs its own TP workers
+    engine = VLLMEngine(cfg.learner, revision=cfg.revision, dtype=cfg.rollout_dtype or cfg.dtype, seed=cfg.seed,
+                        gpu_memory_utilization=cfg.gpu_memory_utilization,
+                        tensor_parallel_size=cfg.tensor_parallel_size, trust_remote_code=cfg.trust_remote_code,
+                        in_process=True, enable_sleep_mode=cfg.vllm_sleep_level > 0,
+                        distributed_executor_backend="external_launcher" if d.active else None)
+    colocated = _ColocatedVLLM(engine, sleep_level=cfg.vllm_sleep_level)
+    colocated.load_weights(merged_state_dict(model, dtype=cfg.rollout_dtype))  # LoRA starts as identity: harmless
+    return colocated
 
 
 class _TrainingHFEngine:
@@ -66,17 +81,72 @@ class _TrainingHFEngine:
             self.model.train(was_training)
 
 
-def merged_state_dict(model) -> dict:
-    """The learner's weights under the base model's parameter names (LoRA merged in)."""
+class _SyncedHFEngine:
+    """HFEngine over a whole copy of the learner that `load_weights` keeps current."""
+
+    def __init__(self, model, tokenizer, *, batch_size: int) -> None:
+        from pipeline.engines.hf import HFEngine
+
+        self.model = model
+        self.inner = HFEngine(model, tokenizer, batch_size=batch_size)
+
+    def generate(self, prompts, params):
+        return self.inner.generate(prompts, params)
+
+    def load_weights(self, weights: dict) -> None:
+        self.model.load_state_dict(weights)
+
+
+class _ColocatedVLLM:
+    """vLLM beside the learner on one GPU. With sleep level 1 or 2 it sleeps while the
+    learner trains (`release`): its KV cache is freed, and its weights are offloaded to
+    CPU RAM (1) or dropped (2); `load_weights` wakes the weights and overwrites them,
+    the next `generate` wakes the KV cache."""
+
+    def __init__(self, engine, *, sleep_level: int) -> None:
+        self.engine, self.sleep_level, self.asleep = engine, sleep_level, set()
+
+    def generate(self, prompts, params):
+        if "weights" in self.asleep and self.sleep_level == 2:
+            raise RuntimeError("vLLM dropped its weights at sleep level 2; load_weights must come before generate")
+        self._wake(sorted(self.asleep))
+        return self.engine.generate(prompts, params)
+
+    def release(self) -> None:
+        if self.sleep_level and not self.asleep:
+            self.engine.sleep(self.sleep_level)
+            self.asleep = {"weights", "kv_cache"}
+
+    def load_weights(self, weights: dict) -> None:
+        self._wake(["weights"] if "weights" in self.asleep else [])
+        self.engine.load_weights(weights)
+
+    def _wake(self, tags: list[str]) -> None:
+        if not tags:
+            return
+        import torch
+
+        if torch.cuda.is_available():  # blocks the learner freed stay in torch's cache, out of vLLM's reach
+            torch.cuda.empty_cache()
+        self.engine.wake_up(tags)
+        self.asleep.difference_update(tags)
+
+
+def merged_state_dict(model, *, dtype: str | None = None) -> dict:
+    """The learner's whole weights under the base model's parameter names (LoRA merged in,
+    FSDP shards gathered: every rank must call it), optionally cast to `dtype`."""
     import torch
 
+    from stage2_train.distributed import full_tensor
+
+    cast = (lambda t: t) if dtype is None else (lambda t: t.to(getattr(torch, dtype)))
     if not hasattr(model, "peft_config"):
-        return {k: v.detach() for k, v in model.state_dict().items()}
+        return {k: cast(full_tensor(v.detach())) for k, v in model.state_dict().items()}
     with torch.no_grad():
         model.merge_adapter()
         try:
             base = model.get_base_model()
-            return {k.replace(".base_layer", ""): v.detach().clone() for k, v in base.state_dict().items()
+            return {k.replace(".base_layer", ""): cast(v.detach().clone()) for k, v in base.state_dict().items()
                     if "lora_" not in k}
         finally:
             model.unmerge_adapter()

@@ -29,6 +29,10 @@ class Packed:
         return Packed(self.input_ids[index], self.attention_mask[index], self.response_mask[index],
                       self.explorer_logprobs[index], self.from_bank[index])
 
+    def to(self, device) -> "Packed":
+        return Packed(self.input_ids.to(device), self.attention_mask.to(device), self.response_mask.to(device),
+                      self.explorer_logprobs.to(device), self.from_bank.to(device))
+
 
 def pack(responses: Sequence[Response], pad_id: int) -> Packed:
     width = max(len(r.prompt_ids) + len(r.token_ids) for r in responses)
@@ -62,10 +66,14 @@ def token_logprobs(model, batch: Packed, *, with_entropy: bool = False) -> tuple
 
 
 @torch.no_grad()
-def batched_logprobs(model, batch: Packed, micro_batch_size: int) -> torch.Tensor:
-    """`token_logprobs` over micro-batches, without gradients (old and reference log-probs)."""
+def batched_logprobs(model, batch: Packed, micro_batch_size: int, *, calls: int = 0) -> torch.Tensor:
+    """`token_logprobs` over micro-batches, without gradients (old and reference log-probs).
+    `calls` > the number of micro-batches adds forwards whose output is dropped: an FSDP
+    forward is a collective, so every rank must run as many as the busiest rank."""
     parts = []
     for start in range(0, batch.input_ids.shape[0], micro_batch_size):
         idx = torch.arange(start, min(start + micro_batch_size, batch.input_ids.shape[0]))
         parts.append(token_logprobs(model, batch.select(idx))[0])
+    for _ in range(len(parts), calls):
+        token_logprobs(model, batch.select(torch.arange(1)))
     return torch.cat(parts)

@@ -142,11 +142,17 @@ def compute_truncated_is_weights(old_logp: Tensor, explorer_logp: Tensor, is_ban
 def loss_normaliser(mask: Tensor, aggregation: Aggregation, *, max_len: int) -> float:
     """The divisor that makes `aggregate` over micro-batches sum to the batch aggregate.
     token-mean: number of real tokens; sequence-mean: N; constant: N · max_len."""
+    return normaliser_from_counts(float(mask.sum()), mask.shape[0], aggregation, max_len=max_len)
+
+
+def normaliser_from_counts(tokens: float, rows: int, aggregation: Aggregation, *, max_len: int) -> float:
+    """`loss_normaliser` from the batch's real-token and row counts (a batch split over
+    ranks sums its counts first, so every part divides by the whole batch's normaliser)."""
     if aggregation is Aggregation.TOKEN_MEAN:
-        return float(mask.sum().clamp(min=1))
+        return max(tokens, 1.0)
     if aggregation is Aggregation.SEQUENCE_MEAN:
-        return float(mask.shape[0])
-    return float(mask.shape[0] * max_len)
+        return float(rows)
+    return float(rows * max_len)
 
 
 def aggregate(values: Tensor, mask: Tensor, aggregation: Aggregation, *, normaliser: float) -> Tensor:

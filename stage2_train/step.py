@@ -5,11 +5,15 @@
     old log-probs (and reference log-probs) from the learner for all G
     Â over the group → PPO-clip + dual clip + k3 KL, token-mean → AdamW (clip 1.0)
 
-`collect_*` build the groups; `update` is the optimisation on a list of groups.
+`collect` builds the groups; `update` is the optimisation on a list of groups. Under
+torchrun each rank collects and trains on its block of the step's prompts and the step's
+update is the single-process one (stage2_train.distributed says how).
 """
 
 from __future__ import annotations
 
+import dataclasses
+import math
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -20,8 +24,9 @@ import torch
 from pipeline.engines import SamplingParams
 from pipeline.errors import UserError
 from stage2_train import rl_math
+from stage2_train.distributed import Dist, accumulating, clip_grad_norm
 from stage2_train.groups import BankPrompts, plan_groups
-from stage2_train.policy import batched_logprobs, pack, token_logprobs
+from stage2_train.policy import Packed, batched_logprobs, pack, token_logprobs
 from stage2_train.rollout import Response, assemble, bank_responses, online_responses, sample_online, step_seed
 
 
@@ -48,22 +53,26 @@ class Timer:
 
 @dataclass
 class Collected:
-    responses: list[Response]
+    responses: list[Response]  # this rank's groups, group-major (all groups in one process)
     group_size: int
-    online_tokens: int  # every token the learner generated this step (including discarded ones)
+    online_tokens: int  # every token the learner generated this step on all ranks (including discarded ones)
+    offset: int  # index of this rank's first response among all ranks' responses
+    total: int  # responses on all ranks
 
 
 def collect(run, step: int, prompts: list[int], *, alpha: float, group_size: int, timer: Timer,
             phase: str = "") -> Collected:
     """Groups of `group_size` mixing ⌈α·size⌉ bank rows with online responses (the paper's
     mixed group at size G; the alternating scheme's bank-only phase is α = 1 at size
-    ⌈α·G⌉ and its online-only phase α = 0 at size ⌈(1−α)·G⌉)."""
-    cfg, g = run.cfg, group_size
+    ⌈α·G⌉ and its online-only phase α = 0 at size ⌈(1−α)·G⌉). The groups of all prompts
+    are planned with one rng; this rank samples and reads only its block's."""
+    cfg, g, d = run.cfg, group_size, run.dist
+    mine = d.rollout_range(len(prompts))
     pids = [run.problems[i].id for i in prompts]
-    ids = [run.prompt_token_ids[i] for i in prompts]
-    golds = [run.problems[i].answer for i in prompts]
+    ids = [run.prompt_token_ids[prompts[i]] for i in mine]
+    golds = [run.problems[prompts[i]].answer for i in mine]
     rng = np.random.default_rng(step_seed(cfg.seed, step, "bank" + phase))
-    params = sampling(cfg, step, phase)
+    params = sampling(cfg, step, phase, group=d.rank // d.tp)
     rescue = cfg.bank_prompts is BankPrompts.RESCUE and alpha > 0
     with timer("generate"):
         if rescue:  # the learner's own full group decides which prompts need the explorer
@@ -71,84 +80,133 @@ def collect(run, step: int, prompts: list[int], *, alpha: float, group_size: int
     with timer("score"):
         if rescue:
             online = online_responses(completions, ids, golds, run.scorer)
-            all_wrong = [not any(r.correct for r in grp) for grp in online]
+            all_wrong = _from_generation_groups(d, [not any(r.correct for r in grp) for grp in online])
             plan = plan_groups(pids, run.pool, alpha=alpha, group_size=g, rng=rng, prompts=cfg.bank_prompts,
                                online_all_wrong=all_wrong)
         else:
             plan = plan_groups(pids, run.pool, alpha=alpha, group_size=g, rng=rng)
+    bank_rows, keep_online = plan.bank_rows[mine.start : mine.stop], plan.online[mine.start : mine.stop]
     if not rescue:
         with timer("generate"):
-            completions = sample_online(run.engine, ids, plan.online, params)
+            completions = sample_online(run.engine, ids, keep_online, params)
         with timer("score"):
             online = online_responses(completions, ids, golds, run.scorer)
     with timer("bank"):
-        bank = bank_responses(run.reader, plan.bank_rows, ids, golds, rescore=run.bank_rescorer)
+        bank = bank_responses(run.reader, bank_rows, ids, golds, rescore=run.bank_rescorer)
     tokens = sum(len(r.token_ids) for grp in online for r in grp)
-    return Collected(assemble(bank, online, keep_online=plan.online, group_size=g), g, tokens)
+    tokens = int(d.sum(tokens if d.generation_leader else 0))
+    groups = assemble(bank, online, keep_online=keep_online, group_size=g)
+    train = d.train_range(len(prompts))  # a generation group's ranks split its prompts for training
+    local = groups[(train.start - mine.start) * g : (train.stop - mine.start) * g]
+    return Collected(local, g, tokens, offset=train.start * g, total=len(prompts) * g)
 
 
-def sampling(cfg, step: int, phase: str = "") -> SamplingParams:
+def _from_generation_groups(d: Dist, values: list) -> list:
+    """Per-prompt values of every generation group, in prompt order."""
+    return [v for rank, part in enumerate(d.gather(values)) if rank % d.tp == 0 for v in part]
+
+
+def sampling(cfg, step: int, phase: str = "", *, group: int = 0) -> SamplingParams:
+    """Online sampling of one step; generation group k > 0 (a torchrun rank) gets its own seed."""
+    purpose = "online" + phase + (f"@{group}" if group else "")
     return SamplingParams(temperature=cfg.temperature, top_p=cfg.top_p, top_k=cfg.top_k,
-                          max_new_tokens=cfg.max_new_tokens, seed=step_seed(cfg.seed, step, "online" + phase))
+                          max_new_tokens=cfg.max_new_tokens, seed=step_seed(cfg.seed, step, purpose))
+
+
+@dataclass(frozen=True)
+class LossInputs:
+    """Per-response inputs of the loss, row-aligned with `batch` (None = not used)."""
+
+    batch: Packed
+    old: torch.Tensor
+    adv: torch.Tensor
+    ref: torch.Tensor | None = None
+    weights: torch.Tensor | None = None
+    shaped: torch.Tensor | None = None
+
+    def select(self, index: torch.Tensor) -> "LossInputs":
+        def pick(t):
+            return None if t is None else t[index]
+
+        return LossInputs(self.batch.select(index), self.old[index], self.adv[index], pick(self.ref),
+                          pick(self.weights), pick(self.shaped))
+
+    def zero_weight(self) -> "LossInputs":
+        """The first row with its response mask zeroed: a micro-batch that adds nothing."""
+        one = self.select(torch.arange(1))
+        return dataclasses.replace(one, batch=dataclasses.replace(
+            one.batch, response_mask=torch.zeros_like(one.batch.response_mask)))
 
 
 def update(run, collected: Collected, step: int, timer: Timer) -> dict:
     """Old/reference log-probs, advantages, then PPO epochs of mini-batch AdamW steps."""
-    cfg, lc = run.cfg, run.cfg.loss
-    batch = pack(collected.responses, run.tokenizer.pad_token_id)
+    cfg, lc, d = run.cfg, run.cfg.loss, run.dist
+    cpu_batch = pack(collected.responses, run.tokenizer.pad_token_id)
     n, g = len(collected.responses), collected.group_size
     rewards = torch.tensor([r.reward for r in collected.responses]).view(n // g, g)
-    mask = batch.response_mask
-    with timer("logprobs"):
-        old = batched_logprobs(run.model, batch, cfg.micro_batch_size)
-        ref = run.reference_logprobs(batch) if lc.kl_coef > 0 else None
-    online_members = (~batch.from_bank).view(n // g, g)
+    _check_rewards(run, collected.responses, step)
+    online_members = (~cpu_batch.from_bank).view(n // g, g)
     adv = rl_math.compute_group_advantages(
         rewards, baseline_mask=online_members if lc.baseline is rl_math.Baseline.ONLINE else None,
         normalize_std=lc.normalize_std).flatten()
+    batch = cpu_batch.to(d.device)
+    calls = d.max(math.ceil(n / cfg.micro_batch_size)) if d.fsdp else 0
+    with timer("logprobs"):
+        old = batched_logprobs(run.model, batch, cfg.micro_batch_size, calls=calls)
+        ref = run.reference_logprobs(batch, calls) if lc.kl_coef > 0 else None
     weights = shaped = None
     if lc.bank_correction is rl_math.BankCorrection.TRUNCATED_IS:
         weights = rl_math.compute_truncated_is_weights(old, batch.explorer_logprobs, batch.from_bank, cap=lc.is_cap)
     elif lc.bank_correction is rl_math.BankCorrection.LUFFY:
-        shaped = batch.from_bank.unsqueeze(1).expand_as(mask) & (mask > 0)
+        shaped = batch.from_bank.unsqueeze(1).expand_as(batch.response_mask) & (batch.response_mask > 0)
+    inputs = LossInputs(batch, old, adv.to(d.device), ref, weights, shaped)
     sums: dict[str, float] = defaultdict(float)
     gen = torch.Generator().manual_seed(step_seed(cfg.seed, step, "minibatch"))
     with timer("backward"):
         for _ in range(cfg.ppo_epochs):
-            order = torch.randperm(n, generator=gen)
+            order = torch.randperm(collected.total, generator=gen)  # the same permutation on every rank
             for mini in order.split(cfg.mini_batch_size):
-                _optimizer_step(run, batch.select(mini), old[mini], None if ref is None else ref[mini], adv[mini],
-                                None if weights is None else weights[mini], None if shaped is None else shaped[mini],
-                                sums, step)
-    return _step_stats(collected, rewards, adv, sums)
+                mine = mini[(mini >= collected.offset) & (mini < collected.offset + n)] - collected.offset
+                _optimizer_step(run, inputs.select(mine), inputs.zero_weight(), len(mini), sums, step)
+    return _step_stats(_gather(d, collected.responses, rewards, adv), _reduce(d, sums), collected.online_tokens)
 
 
-def _optimizer_step(run, batch, old, ref, adv, weights, shaped, sums, step) -> None:
-    cfg, lc = run.cfg, run.cfg.loss
-    mask = batch.response_mask
-    norm = rl_math.loss_normaliser(mask, lc.aggregation, max_len=cfg.max_new_tokens)
-    for micro in torch.arange(mask.shape[0]).split(cfg.micro_batch_size):
-        m = mask[micro]
-        logp, entropy = token_logprobs(run.model, batch.select(micro), with_entropy=True)
-        pl = rl_math.compute_policy_loss(logp, old[micro], adv[micro], m, clip_low=lc.clip_low, clip_high=lc.clip_high,
-                                         dual_clip=lc.dual_clip, token_weights=None if weights is None else weights[micro],
-                                         shaped=None if shaped is None else shaped[micro], shaping_gamma=lc.luffy_gamma)
-        per_token = pl.loss
-        if ref is not None:
-            kl = rl_math.compute_k3_kl(logp, ref[micro])
-            per_token = per_token + lc.kl_coef * kl
-            sums["kl"] += float((kl.detach() * m).sum())
-        loss = rl_math.aggregate(per_token, m, lc.aggregation, normaliser=norm)
-        if not torch.isfinite(loss):
-            raise TrainingDiverged(f"step {step}: the loss is {loss.item()}; {run.last_checkpoint_note()}")
-        loss.backward()
-        tokens = float(m.sum())
-        sums["tokens"] += tokens
-        sums["loss"] += float(loss.detach())
-        sums["entropy"] += float((entropy * m).sum())
-        sums["clip"] += pl.clip_fraction * tokens
-        sums["dual_clip"] += pl.dual_clip_fraction * tokens
-    grad_norm = torch.nn.utils.clip_grad_norm_(run.trainable, cfg.grad_clip)
+def _check_rewards(run, responses: list[Response], step: int) -> None:
+    """Non-finite rewards (a verifier or a bank gone wrong) stop the run before any update uses them."""
+    bad = [r for r in responses if not np.isfinite(r.reward)]
+    if run.dist.any(bool(bad)):
+        source = "bank" if bad and bad[0].from_bank else "verifier"
+        what = (f"{len(bad)} of {len(responses)} rewards are not finite (e.g. {bad[0].reward}, from the {source})"
+                if bad else "a reward on another rank is not finite")
+        fix = "Repair the bank's reward column" if source == "bank" else "Fix the verifier"
+        raise TrainingDiverged(f"step {step}: {what}; {run.last_checkpoint_note(fix)}")
+
+
+def _optimizer_step(run, inputs: LossInputs, filler: LossInputs, rows: int, sums: dict, step: int) -> None:
+    """One AdamW step on a mini-batch of `rows` responses over all ranks, `inputs` this
+    rank's; gradients accumulate over micro-batches. A non-finite loss or gradient norm
+    stops the run on every rank before the optimizer applies it."""
+    cfg, lc, d = run.cfg, run.cfg.loss, run.dist
+    mask = inputs.batch.response_mask
+    if d.active:  # the whole mini-batch's normaliser
+        norm = rl_math.normaliser_from_counts(d.sum(float(mask.double().sum())), rows, lc.aggregation,
+                                              max_len=cfg.max_new_tokens)
+    else:
+        norm = rl_math.loss_normaliser(mask, lc.aggregation, max_len=cfg.max_new_tokens)
+    micros = list(torch.arange(mask.shape[0]).split(cfg.micro_batch_size))
+    calls, bad = d.max(len(micros)), None  # DDP syncs on every rank's last backward, FSDP on each
+    for i in range(calls):
+        part = inputs.select(micros[i]) if i < len(micros) else filler
+        with accumulating(run.train_model, d, last=i == calls - 1):
+            loss = _micro_loss(run, part, norm, sums)
+            if bad is None and not torch.isfinite(loss):
+                bad = loss.item()
+            (loss * d.world_size).backward()  # DDP and FSDP average gradients over ranks: undo it
+    if d.any(bad is not None):
+        run.optimizer.zero_grad(set_to_none=True)
+        what = "non-finite on another rank" if bad is None else bad
+        raise TrainingDiverged(f"step {step}: the loss is {what}; {run.last_checkpoint_note()}")
+    grad_norm = clip_grad_norm(run.trainable, cfg.grad_clip)
     if not torch.isfinite(grad_norm):
         run.optimizer.zero_grad(set_to_none=True)
         raise TrainingDiverged(f"step {step}: the gradient norm is {grad_norm.item()}; {run.last_checkpoint_note()}")
@@ -158,27 +216,70 @@ def _optimizer_step(run, batch, old, ref, adv, weights, shaped, sums, step) -> N
     sums["updates"] += 1
 
 
-def _step_stats(collected: Collected, rewards: torch.Tensor, adv: torch.Tensor, sums: dict) -> dict:
-    rs = collected.responses
-    bank = [r for r in rs if r.from_bank]
-    online = [r for r in rs if not r.from_bank]
+def _micro_loss(run, part: LossInputs, norm: float, sums: dict) -> torch.Tensor:
+    """PPO-clip (+ k3 KL) of one micro-batch, aggregated with the mini-batch's normaliser."""
+    lc = run.cfg.loss
+    m = part.batch.response_mask
+    logp, entropy = token_logprobs(run.train_model, part.batch, with_entropy=True)
+    pl = rl_math.compute_policy_loss(logp, part.old, part.adv, m, clip_low=lc.clip_low, clip_high=lc.clip_high,
+                                     dual_clip=lc.dual_clip, token_weights=part.weights, shaped=part.shaped,
+                                     shaping_gamma=lc.luffy_gamma)
+    per_token = pl.loss
+    if part.ref is not None:
+        kl = rl_math.compute_k3_kl(logp, part.ref)
+        per_token = per_token + lc.kl_coef * kl
+        sums["kl"] += float((kl.detach() * m).sum())
+    loss = rl_math.aggregate(per_token, m, lc.aggregation, normaliser=norm)
+    tokens = float(m.sum())
+    sums["tokens"] += tokens
+    sums["loss"] += float(loss.detach())
+    sums["entropy"] += float((entropy * m).sum())
+    sums["clip"] += pl.clip_fraction * tokens
+    sums["dual_clip"] += pl.dual_clip_fraction * tokens
+    return loss
+
+
+ADDITIVE = ("tokens", "loss", "entropy", "clip", "dual_clip", "kl")  # sums over ranks; grad_norm and updates agree
+
+
+def _reduce(d: Dist, sums: dict) -> dict:
+    if not d.active:
+        return sums
+    return dict(sums, **{k: d.sum(sums[k]) for k in ADDITIVE})
+
+
+def _gather(d: Dist, responses: list[Response], rewards: torch.Tensor, adv: torch.Tensor) -> dict:
+    """What the step's statistics need of every response, from all ranks in prompt order."""
+    mine = {"reward": np.array([r.reward for r in responses], dtype=float),
+            "correct": np.array([r.correct for r in responses], dtype=bool),
+            "from_bank": np.array([r.from_bank for r in responses], dtype=bool),
+            "length": np.array([len(r.token_ids) for r in responses], dtype=np.int64),
+            "truncated": np.array([r.truncated for r in responses], dtype=bool),
+            "rewards": rewards, "adv": adv}
+    parts = d.gather(mine)
+    return {k: (torch.cat if k in ("rewards", "adv") else np.concatenate)([p[k] for p in parts]) for k in mine}
+
+
+def _step_stats(s: dict, sums: dict, online_tokens: int) -> dict:
+    rewards, adv, bank = s["rewards"], s["adv"], s["from_bank"]
+    groups = rewards.shape[0]
     tokens = max(sums["tokens"], 1.0)
     spread = rewards.max(dim=1).values - rewards.min(dim=1).values
     stats = {
-        "groups": rewards.shape[0], "g_w": len(bank) / rewards.shape[0], "g_s": len(online) / rewards.shape[0],
-        "reward": float(rewards.mean()), "accuracy": float(np.mean([r.correct for r in rs])),
+        "groups": groups, "g_w": int(bank.sum()) / groups, "g_s": int((~bank).sum()) / groups,
+        "reward": float(rewards.mean()), "accuracy": float(np.mean(s["correct"])),
         "adv/mean": float(adv.mean()), "adv/std": float(adv.std()) if adv.numel() > 1 else 0.0,
         "adv/abs_max": float(adv.abs().max()), "zero_variance_groups": float((spread == 0).float().mean()),
         "loss": sums["loss"] / max(sums["updates"], 1), "kl": sums["kl"] / tokens, "entropy": sums["entropy"] / tokens,
         "clip_fraction": sums["clip"] / tokens, "dual_clip_fraction": sums["dual_clip"] / tokens,
         "grad_norm": sums["grad_norm"] / max(sums["updates"], 1), "updates": int(sums["updates"]),
-        "tokens/online_generated": collected.online_tokens,
-        "tokens/bank": sum(len(r.token_ids) for r in bank), "tokens/online": sum(len(r.token_ids) for r in online),
-        "truncated": float(np.mean([r.truncated for r in rs])),
+        "tokens/online_generated": online_tokens,
+        "tokens/bank": int(s["length"][bank].sum()), "tokens/online": int(s["length"][~bank].sum()),
+        "truncated": float(np.mean(s["truncated"])),
     }
-    for name, part in (("bank", bank), ("online", online)):
-        stats[f"{name}/responses"] = len(part)
-        stats[f"{name}/reward"] = float(np.mean([r.reward for r in part])) if part else None
-        stats[f"{name}/accuracy"] = float(np.mean([r.correct for r in part])) if part else None
-        stats[f"{name}/length"] = float(np.mean([len(r.token_ids) for r in part])) if part else None
+    for name, part in (("bank", bank), ("online", ~bank)):
+        stats[f"{name}/responses"] = int(part.sum())
+        stats[f"{name}/reward"] = float(np.mean(s["reward"][part])) if part.any() else None
+        stats[f"{name}/accuracy"] = float(np.mean(s["correct"][part])) if part.any() else None
+        stats[f"{name}/length"] = float(np.mean(s["length"][part])) if part.any() else None
     return stats

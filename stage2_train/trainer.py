@@ -22,6 +22,7 @@ from pipeline.data import load_problems
 from pipeline.errors import UserError
 from stage2_train import checkpoint as ckpt
 from stage2_train.config import TrainConfig
+from stage2_train.distributed import Dist, gathered_states, init_distributed, load_full_states, prepare_models
 from stage2_train.groups import Mixing, alternating_sizes, eligible_pool
 from stage2_train.metrics import MetricsLog
 from stage2_train.rollout import step_seed
@@ -61,21 +62,22 @@ class Run:
     pool: dict = field(default_factory=dict)
     bank_rescorer: object = None
     ref_model: object = None
+    dist: Dist = field(default_factory=Dist)
+    train_model: object = None  # what the loss runs through: the learner, or its DDP wrapper
     online_tokens: int = 0
     last_checkpoint: str | None = None
 
-    def reference_logprobs(self, batch):
+    def reference_logprobs(self, batch, calls: int = 0):
         from stage2_train.policy import batched_logprobs
 
         if self.ref_model is not None:
-            return batched_logprobs(self.ref_model, batch, self.cfg.micro_batch_size)
+            return batched_logprobs(self.ref_model, batch, self.cfg.micro_batch_size, calls=calls)
         with self.model.disable_adapter():  # LoRA: the reference is the base model
-            return batched_logprobs(self.model, batch, self.cfg.micro_batch_size)
+            return batched_logprobs(self.model, batch, self.cfg.micro_batch_size, calls=calls)
 
-    def last_checkpoint_note(self) -> str:
+    def last_checkpoint_note(self, fix: str = "Lower lr or grad_clip") -> str:
         where = self.last_checkpoint or "none yet (the run starts from the initial learner)"
-        return (f"the run stopped without applying it; last good checkpoint: {where}. Lower lr or grad_clip "
-                "and resume with --resume")
+        return f"the run stopped without applying it; last good checkpoint: {where}. {fix} and resume with --resume"
 
 
 def alpha_at(cfg: TrainConfig, step: int) -> float:
@@ -86,28 +88,39 @@ def alpha_at(cfg: TrainConfig, step: int) -> float:
 
 
 def run_train(cfg: TrainConfig, *, resume: bool = False, echo=print, progress: bool = True) -> dict:
-    """Train for `cfg.steps` steps (continuing from the latest checkpoint with `resume`)."""
-    from tqdm import tqdm
-
-    from stage2_train.evaluate import Evaluator
+    """Train for `cfg.steps` steps (continuing from the latest checkpoint with `resume`),
+    in this process or, launched by torchrun, as one of its ranks."""
+    from pipeline.engines import EngineKind, resolve_engine_kind
 
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()  # per-file load/save bars would drown the step bar
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
+    tp = cfg.tensor_parallel_size if resolve_engine_kind(cfg.engine) is EngineKind.VLLM else 1
+    d = init_distributed(cfg.distributed.strategy, tp=tp, timeout_minutes=cfg.distributed.timeout_minutes)
+    try:
+        return _train(cfg, d, resume, echo if d.is_main else (lambda *_: None), progress and d.is_main)
+    finally:
+        d.close()
+
+
+def _train(cfg: TrainConfig, d: Dist, resume: bool, echo, progress: bool) -> dict:
+    from tqdm import tqdm
+
+    from stage2_train.evaluate import Evaluator
+
     out = Path(cfg.out_dir)
-    _claim_out_dir(cfg, out, resume, write=False)  # refuse before the slow setup
-    run = setup(cfg, echo=echo)
-    _claim_out_dir(cfg, out, resume)  # a refused setup leaves no out_dir behind
+    d.from_main(lambda: _claim_out_dir(cfg, out, resume, write=False))  # refuse before the slow setup
+    run = setup(cfg, d, echo=echo)
+    d.from_main(lambda: _claim_out_dir(cfg, out, resume))  # a refused setup leaves no out_dir behind
     start = 0
-    if resume and (path := ckpt.latest_checkpoint(out)) is not None:
-        state = ckpt.load_checkpoint(path, model=run.model, optimizer=run.optimizer)
+    if resume and (path := d.from_main(lambda: ckpt.latest_checkpoint(out))) is not None:
+        state = _restore(run, path)
         start, run.online_tokens, run.last_checkpoint = state["step"], state["online_tokens"], str(path)
         echo(f"resuming from {path} (step {start})")
     evaluator = Evaluator(cfg, run)
-    log = MetricsLog(out, resume_step=start or None, tensorboard=cfg.tensorboard, wandb_project=cfg.wandb_project,
-                     run_name=out.name, config=to_dict(cfg))
+    log = _open_log(cfg, out, start, d)
     try:
         if start == 0:
             log.log(0, {"online_tokens": 0, **evaluator.evaluate(0)})
@@ -120,14 +133,60 @@ def run_train(cfg: TrainConfig, *, resume: bool = False, echo=print, progress: b
             log.log(step, stats)
             bar.set_postfix(alpha=f"{stats['alpha']:.2f}", acc=f"{stats['accuracy']:.2f}")
             if step % cfg.checkpoint_every == 0 or step == cfg.steps:
-                state = {"online_tokens": run.online_tokens, "seed": cfg.seed,
-                         "data_order": {"prompts": len(run.problems), "per_step": cfg.prompts_per_step}}
-                path = ckpt.save_checkpoint(out, step=step, model=run.model, optimizer=run.optimizer, state=state,
-                                            keep=cfg.keep_checkpoints)
-                run.last_checkpoint = str(path)
+                _checkpoint(run, out, step)
     finally:
         log.close()
     return _finish(run, out, echo)
+
+
+class _NoLog:
+    """Ranks other than 0 write no metrics."""
+
+    def log(self, step: int, values: dict) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def _open_log(cfg: TrainConfig, out: Path, start: int, d: Dist):
+    logs = []
+
+    def open_log() -> None:  # on rank 0; an error (say wandb missing) stops every rank
+        logs.append(MetricsLog(out, resume_step=start or None, tensorboard=cfg.tensorboard,
+                               wandb_project=cfg.wandb_project, run_name=out.name, config=to_dict(cfg)))
+
+    d.from_main(open_log)
+    return logs[0] if logs else _NoLog()
+
+
+def _checkpoint(run: Run, out: Path, step: int) -> None:
+    cfg, d = run.cfg, run.dist
+    state = {"online_tokens": run.online_tokens, "seed": cfg.seed, "world_size": d.world_size,
+             "data_order": {"prompts": len(run.problems), "per_step": cfg.prompts_per_step}}
+    model_state, optimizer_state = gathered_states(run.model, run.optimizer, d)
+    path = d.from_main(lambda: ckpt.save_checkpoint(out, step=step, model=run.model, optimizer=run.optimizer,
+                                                    state=state, keep=cfg.keep_checkpoints, model_state=model_state,
+                                                    optimizer_state=optimizer_state))
+    run.last_checkpoint = str(path)
+
+
+def _restore(run: Run, path: Path) -> dict:
+    """Load a checkpoint into every rank (the same world size only)."""
+    d = run.dist
+    tensors, optimizer_state, state = ckpt.read_checkpoint(path)
+    saved = state.get("world_size", 1)
+    if saved != d.world_size:
+        raise UserError(f"{path}: written by a run of {saved} process(es), this one has {d.world_size}; resume with "
+                        f"the same number (torchrun --nproc-per-node) or start a fresh out_dir")
+    if d.fsdp:
+        ckpt.check_keys(*load_full_states(run.model, run.optimizer, tensors, optimizer_state))
+    else:
+        ckpt.load_weights(run.model, tensors)
+        run.optimizer.load_state_dict(optimizer_state)
+    ckpt.set_rng_states(state["rng"])
+    _sync_engine(run)  # a separate engine was built with the initial weights
+    return state
 
 
 def train_step(run: Run, step: int) -> dict:
@@ -138,7 +197,8 @@ def train_step(run: Run, step: int) -> dict:
     prompts = batch_prompts(len(run.problems), cfg.prompts_per_step, step, cfg.seed)
     if cfg.mixing is Mixing.MIXED:
         collected = collect(run, step, prompts, alpha=alpha, group_size=cfg.group_size, timer=timer)
-        run.model.train()
+        _release_engine(run)
+        run.train_model.train()
         stats = update(run, collected, step, timer)
         online_tokens = collected.online_tokens
     else:
@@ -159,14 +219,19 @@ def _alternating(run: Run, step: int, prompts: list[int], alpha: float, timer: T
     tokens, bank_stats = 0, {}
     if bank_size > 0:
         collected = collect(run, step, prompts, alpha=1.0, group_size=bank_size, timer=timer, phase="-bank")
-        run.model.train()
+        _release_engine(run)
+        run.train_model.train()
         bank_stats = update(run, collected, step, timer)
         tokens += collected.online_tokens
         prompts = batch_prompts(len(run.problems), cfg.prompts_per_step, step + cfg.steps, cfg.seed)
+        if online_size > 0:  # a separate engine samples the online phase with the bank phase's update
+            with timer("sync"):
+                _sync_engine(run)
     stats = {}
     if online_size > 0:
         collected = collect(run, step, prompts, alpha=0.0, group_size=online_size, timer=timer, phase="-online")
-        run.model.train()
+        _release_engine(run)
+        run.train_model.train()
         stats = update(run, collected, step, timer)
         tokens += collected.online_tokens
     merged = dict(stats or bank_stats)
@@ -179,18 +244,26 @@ def _alternating(run: Run, step: int, prompts: list[int], alpha: float, timer: T
 
 
 def _sync_engine(run: Run) -> None:
-    """Push the learner's new weights into a separate inference engine (vLLM)."""
+    """Push the learner's new weights into a separate inference engine (vLLM, or FSDP's
+    whole copy); with FSDP every rank gathers the shards."""
     if hasattr(run.engine, "load_weights"):
         from stage2_train.models import merged_state_dict
 
-        run.engine.load_weights(merged_state_dict(run.model))
+        run.engine.load_weights(merged_state_dict(run.model, dtype=run.cfg.rollout_dtype))
+
+
+def _release_engine(run: Run) -> None:
+    """Sampling is over until the next sync: a colocated vLLM may sleep."""
+    if hasattr(run.engine, "release"):
+        run.engine.release()
 
 
 def _claim_out_dir(cfg: TrainConfig, out: Path, resume: bool, *, write: bool = True) -> None:
     saved = out / "config.json"
     mine = to_dict(cfg)
     if saved.exists():
-        theirs = json.loads(saved.read_text())
+        # keys added since the run started count as their defaults
+        theirs = {**to_dict(TrainConfig()), **json.loads(saved.read_text())}
         if not resume:
             raise UserError(f"{out}: already holds a run; pass --resume to continue it or set out_dir elsewhere")
         diff = sorted(k for k in set(mine) | set(theirs) if mine.get(k) != theirs.get(k) and k not in RESUMABLE_CHANGES)
@@ -199,17 +272,29 @@ def _claim_out_dir(cfg: TrainConfig, out: Path, resume: bool, *, write: bool = T
                             "the same settings or set out_dir elsewhere")
     if not write:
         return
-    out.mkdir(parents=True, exist_ok=True)
-    tmp = out / ".config.json.tmp"
-    tmp.write_text(json.dumps(mine, indent=1))
-    tmp.replace(saved)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        tmp = out / ".config.json.tmp"
+        tmp.write_text(json.dumps(mine, indent=1))
+        tmp.replace(saved)
+    except OSError as exc:
+        raise UserError(f"{out}: cannot write the run here ({exc}); set out_dir to a writable directory or free "
+                        "space") from None
 
 
 def _finish(run: Run, out: Path, echo) -> dict:
+    model_state, _ = gathered_states(run.model, None, run.dist)
+    summary = run.dist.from_main(lambda: _write_outputs(run, out, model_state))
+    echo(f"trained {run.cfg.steps} steps, {run.online_tokens} online tokens; model in {out / 'model'}")
+    return summary
+
+
+def _write_outputs(run: Run, out: Path, model_state: dict | None) -> dict:
     from stage2_train.metrics import read_jsonl
 
     model_dir = out / "model"
-    run.model.save_pretrained(model_dir, safe_serialization=True)
+    run.model.save_pretrained(model_dir, safe_serialization=True,
+                              **({} if model_state is None else {"state_dict": model_state}))
     run.tokenizer.save_pretrained(model_dir)
     records = read_jsonl(out / "metrics.jsonl")
     final = [r for r in records if any(k.startswith("eval/") for k in r)]
@@ -219,13 +304,15 @@ def _finish(run: Run, out: Path, echo) -> dict:
     tmp = out / ".summary.json.tmp"
     tmp.write_text(json.dumps(summary, indent=1))
     tmp.replace(out / "summary.json")
-    echo(f"trained {run.cfg.steps} steps, {run.online_tokens} online tokens; model in {model_dir}")
     return summary
 
 
-def setup(cfg: TrainConfig, *, echo=print) -> Run:
+def setup(cfg: TrainConfig, d: Dist = Dist(), *, echo=print) -> Run:
     from stage2_train.models import build_engine, load_learner, make_scorer, open_bank_for
 
+    if d.world_size > cfg.prompts_per_step:
+        raise UserError(f"prompts_per_step {cfg.prompts_per_step} is fewer than the {d.world_size} torchrun processes; "
+                        "every rank needs at least one prompt (raise prompts_per_step or launch fewer processes)")
     problems = load_problems(cfg.prompts, split=cfg.split, layout=cfg.layout, question_field=cfg.question_field,
                              answer_field=cfg.answer_field, limit=cfg.limit)
     torch.manual_seed(cfg.seed)
@@ -234,14 +321,21 @@ def setup(cfg: TrainConfig, *, echo=print) -> Run:
 
     texts = render_prompts(tokenizer, [p.question for p in problems], template=cfg.template)
     prompt_token_ids = tokenizer(texts, add_special_tokens=True)["input_ids"]
+    if cfg.gradient_checkpointing:  # keeps one block's activations instead of all of them
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    ds = cfg.distributed
+    train_model, model, ref_model = prepare_models(model, ref_model, d, param_dtype=ds.param_dtype,
+                                                   reshard_after_forward=ds.reshard_after_forward)
     trainable = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(trainable, lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(cfg.beta1, cfg.beta2))
-    run = Run(cfg, tokenizer, model, trainable, optimizer, build_engine(cfg, model, tokenizer), make_scorer(cfg),
-              problems, prompt_token_ids, ref_model=ref_model)
+    run = Run(cfg, tokenizer, model, trainable, optimizer, build_engine(cfg, model, tokenizer, d), make_scorer(cfg),
+              problems, prompt_token_ids, ref_model=ref_model, dist=d, train_model=train_model)
     if cfg.uses_bank:
         run.reader, run.bank_rescorer = open_bank_for(cfg, tokenizer, problems, run.scorer, echo=echo)
         run.pool = eligible_pool(run.reader.pool, run.reader.correct, cfg.bank_rows)
     g_w = [bank_count(alpha_at(cfg, i), cfg.group_size) for i in range(1, cfg.steps + 1)]
-    echo(f"train: {len(problems)} prompts, {cfg.steps} steps × {cfg.prompts_per_step} prompts × G={cfg.group_size}; "
-         f"bank share G_w per step {g_w[:3]}…{g_w[-1:]}; {sum(p.numel() for p in trainable):,} trainable parameters")
+    where = f" on {d.world_size} ranks ({d.strategy.value})" if d.active else ""
+    echo(f"train: {len(problems)} prompts, {cfg.steps} steps × {cfg.prompts_per_step} prompts × G={cfg.group_size}"
+         f"{where}; bank share G_w per step {g_w[:3]}…{g_w[-1:]}; "
+         f"{sum(p.numel() for p in trainable):,} trainable parameters")
     return run

@@ -42,9 +42,10 @@ class HFEngine:
         for row, ids in enumerate(prompts):  # left padding keeps the last prompt token aligned
             input_ids[row, width - len(ids) :] = torch.tensor(list(ids))
             mask[row, width - len(ids) :] = 1
+        device = self.model.device  # a learner trained on a GPU samples there
         with torch.inference_mode():
             gen = self.model.generate(
-                input_ids=input_ids, attention_mask=mask, do_sample=True,
+                input_ids=input_ids.to(device), attention_mask=mask.to(device), do_sample=True,
                 temperature=params.temperature, top_p=params.top_p, top_k=params.top_k or None,
                 max_new_tokens=params.max_new_tokens, num_return_sequences=params.n,
                 pad_token_id=pad, eos_token_id=self.tokenizer.eos_token_id,

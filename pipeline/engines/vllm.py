@@ -18,7 +18,10 @@ optimizer step: the learner's tensors go into vLLM's model through its runner's 
 (checkpoint-format names; it handles fused QKV / gate-up layouts and weights the
 backend repacked for its kernels), then the prefix cache is
 reset so no KV computed under the old weights is reused. With tensor_parallel_size > 1
-the workers are separate processes and the call ships the tensors to each of them.
+the workers are separate processes and the call ships the tensors to each of them; under
+torchrun (`distributed_executor_backend="external_launcher"`) each rank's worker is in
+its own process and loads its tensor-parallel part of the full tensors it is given.
+`sleep`/`wake_up` (vLLM's sleep mode) free the GPU memory between sampling phases.
 """
 
 from __future__ import annotations
@@ -35,7 +38,8 @@ class VLLMEngine:
     def __init__(self, model: str, *, revision: str | None = None, dtype: str = "auto", seed: int = 0,
                  gpu_memory_utilization: float = 0.25, tensor_parallel_size: int = 1,
                  max_model_len: int | None = None, trust_remote_code: bool = False,
-                 enable_sleep_mode: bool = False, in_process: bool = False, enforce_eager: bool = False) -> None:
+                 enable_sleep_mode: bool = False, in_process: bool = False,
+                 distributed_executor_backend: str | None = None, enforce_eager: bool = False) -> None:
         try:
             from vllm import LLM
         except ImportError:
@@ -47,10 +51,13 @@ class VLLMEngine:
             os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
             if tensor_parallel_size > 1:  # workers are processes: the weight loader is pickled to them
                 os.environ["VLLM_ALLOW_INSECURE_SERIALIZATION"] = "1"
+        # "external_launcher": one vLLM worker in each torchrun rank, a TP group's ranks sampling together
+        backend = {"distributed_executor_backend": distributed_executor_backend} if distributed_executor_backend else {}
+        self._same_process = bool(backend) or (in_process and tensor_parallel_size == 1)
         self.llm = LLM(model=model, tokenizer=model, revision=revision, dtype=dtype, seed=seed,
                        gpu_memory_utilization=gpu_memory_utilization, tensor_parallel_size=tensor_parallel_size,
                        max_model_len=max_model_len, trust_remote_code=trust_remote_code,
-                       enable_sleep_mode=enable_sleep_mode, enforce_eager=enforce_eager)
+                       enable_sleep_mode=enable_sleep_mode, **backend, enforce_eager=enforce_eager)
 
     def generate(self, prompts: Sequence[Sequence[int]], params: SamplingParams) -> list[list[Completion]]:
         from vllm import SamplingParams as VLLMSamplingParams
@@ -71,9 +78,19 @@ class VLLMEngine:
 
     def load_weights(self, weights: dict) -> None:
         """Replace the served weights with `weights` (HF parameter names → tensors)."""
-        items = [(name, tensor.detach().to("cpu")) for name, tensor in weights.items()]
+        # workers in this process take the tensors where they are (a GPU learner's: no host copy)
+        items = [(name, t.detach() if self._same_process else t.detach().to("cpu")) for name, t in weights.items()]
         self.llm.collective_rpc(_load_into_worker, args=(items,))
         self.llm.reset_prefix_cache()
+
+    def sleep(self, level: int) -> None:
+        """Free GPU memory while training runs (needs enable_sleep_mode): the KV cache is
+        dropped, the weights offloaded to CPU RAM (level 1) or dropped (level 2)."""
+        self.llm.sleep(level=level)
+
+    def wake_up(self, tags: Sequence[str] | None = None) -> None:
+        """Re-allocate what `sleep` freed: all, or only "weights" / "kv_cache"."""
+        self.llm.wake_up(tags=None if tags is None else list(tags))
 
 
 def _load_into_worker(worker, items) -> None:

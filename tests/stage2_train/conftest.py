@@ -60,18 +60,23 @@ def train_world(tmp_path_factory, char_tokenizer):
     return root
 
 
-@pytest.fixture
-def train_config(train_world, tmp_path):
-    """A fast config: 6 prompts × G=4, 16 new tokens, linear anneal over 3 steps."""
+def tiny_config(world, out_dir, **changes):
+    """A fast config on the tiny world: 6 prompts × G=4, 16 new tokens, linear anneal over 3 steps."""
     from stage2_train.config import AnnealConfig, EvalSettings, TrainConfig
 
+    base = TrainConfig(prompts=str(world / "train.jsonl"), learner=str(world / "learner"), bank=str(world / "bank"),
+                       out_dir=str(out_dir), steps=4, prompts_per_step=6, group_size=4, max_new_tokens=16,
+                       mini_batch_size=12, micro_batch_size=8, lr=1e-3, anneal=AnnealConfig(t_mix=3),
+                       checkpoint_every=2, tensorboard=True,
+                       eval=EvalSettings(every=2, problems=str(world / "test.jsonl"), samples=2, max_new_tokens=16))
+    return dataclasses.replace(base, **changes)
+
+
+@pytest.fixture
+def train_config(train_world, tmp_path):
+    """`tiny_config` on the session's tiny world, writing under this test's tmp_path."""
+
     def make(**changes):
-        base = TrainConfig(prompts=str(train_world / "train.jsonl"), learner=str(train_world / "learner"),
-                           bank=str(train_world / "bank"), out_dir=str(tmp_path / "run"), steps=4, prompts_per_step=6,
-                           group_size=4, max_new_tokens=16, mini_batch_size=12, micro_batch_size=8, lr=1e-3,
-                           anneal=AnnealConfig(t_mix=3), checkpoint_every=2, tensorboard=True,
-                           eval=EvalSettings(every=2, problems=str(train_world / "test.jsonl"), samples=2,
-                                             max_new_tokens=16))
-        return dataclasses.replace(base, **changes)
+        return tiny_config(train_world, changes.pop("out_dir", tmp_path / "run"), **changes)
 
     return make

@@ -149,3 +149,16 @@ def test_batch_prompts_walks_epoch_permutations():
     first = batch_prompts(10, 4, 1, 0) + batch_prompts(10, 4, 2, 0) + batch_prompts(10, 4, 3, 0)[:2]
     assert sorted(first) == list(range(10))  # one epoch covers every prompt once
     assert batch_prompts(10, 4, 3, 0) == batch_prompts(10, 4, 3, 0)
+
+
+def test_gradient_checkpointing_gives_the_same_update(train_config, tmp_path):
+    from stage2_train.trainer import setup
+
+    off = train_config(steps=1, out_dir=str(tmp_path / "off"),
+                       eval=dataclasses.replace(train_config().eval, every=0, problems=None))
+    on = dataclasses.replace(off, out_dir=str(tmp_path / "on"), gradient_checkpointing=True)
+    assert any(getattr(m, "gradient_checkpointing", False) for m in setup(on, echo=lambda *_: None).model.modules())
+    _run(off)
+    _run(on)
+    a, b = _weights(tmp_path / "off/model"), _weights(tmp_path / "on/model")
+    assert max(float((a[k] - b[k]).abs().max()) for k in a) <= 1e-6
