@@ -78,7 +78,8 @@ def main(argv=None) -> None:
     n, root = parameter_counts(QWEN3_8B)
     layers = QWEN3_8B["num_hidden_layers"]
     print(f"Qwen3-8B: {n / 1e9:.3f} B parameters ({root / 1e9:.3f} B in embeddings + head); "
-          f"{a.gpus} × {a.gpu_gb:.0f} GB, FSDP2, micro-batch {a.micro_batch} × {a.prompt_tokens}+{a.max_response} tokens")
+          f"{a.gpus} × {a.gpu_gb:.0f} GB, FSDP2, micro-batch {a.micro_batch} × "
+          f"{a.prompt_tokens}+{a.max_response} tokens")
     train = training_memory(n, root, layers, QWEN3_8B, a)
     resident = sum(list(train.values())[:2])
     print("\nper GPU while the learner trains (vLLM asleep):")
@@ -96,7 +97,8 @@ def main(argv=None) -> None:
     responses = rollout_tokens(a)
     gen = [r * a.mean_response for r in responses]
     print(f"\nrollouts at mean response {a.mean_response} tokens: online responses per step {responses}")
-    print(f"  generated tokens: {gen[-1] / 1e6:.1f} M per fully online step, {sum(gen) / 1e6:.0f} M over {a.steps} steps"
+    print(f"  generated tokens: {gen[-1] / 1e6:.1f} M per fully online step, "
+          f"{sum(gen) / 1e6:.0f} M over {a.steps} steps"
           f" ({sum(responses) / (a.prompts * a.group * a.steps):.2f} of plain GRPO's)")
     decode = a.gpus * v["tokens_per_s_roofline"]
     print(f"  decode roofline, {v['seqs']:.0f} sequences per GPU reading weights + KV from {a.hbm_tbs} TB/s HBM per "

@@ -41,7 +41,8 @@ def build_engine(cfg, model, tokenizer, d):
     if d.fsdp:
         from pipeline.models import load_causal_lm
 
-        copy = load_causal_lm(cfg.learner, revision=cfg.revision, dtype=cfg.dtype, trust_remote_code=cfg.trust_remote_code)
+        copy = load_causal_lm(cfg.learner, revision=cfg.revision, dtype=cfg.dtype,
+                              trust_remote_code=cfg.trust_remote_code)
         engine = _SyncedHFEngine(copy.to(d.device).eval().requires_grad_(False), tokenizer, batch_size=cfg.batch_size)
         engine.load_weights(merged_state_dict(model))
         return engine

@@ -187,7 +187,8 @@ def _assert_equivalent(one_step, model_dir, metrics) -> None:
     diff = _max_diff(single, _weights(model_dir))
     assert moved > 1000 * TOLERANCE and diff <= TOLERANCE, (moved, diff)
     _assert_same_step(read_jsonl(Path(one_step.out_dir) / "metrics.jsonl")[1], metrics)
-    print(f"max |θ(2 ranks) − θ(1 process)| = {diff:.2e} (tolerance {TOLERANCE:.0e}); max |Δθ| of the step {moved:.2e}")
+    print(f"max |θ(2 ranks) − θ(1 process)| = {diff:.2e} (tolerance {TOLERANCE:.0e}); "
+          f"max |Δθ| of the step {moved:.2e}")
 
 
 @pytest.mark.slow
@@ -204,7 +205,8 @@ def test_two_fsdp_ranks_make_the_single_process_update_and_resume_exactly(one_st
                                distributed=DistributedSettings(strategy=Strategy.FSDP))
     runs = [(part, False), (dataclasses.replace(part, steps=2), True),  # step 2 samples online (α = 0.5)
             (dataclasses.replace(part, steps=2, out_dir=str(tmp_path / "whole")), False)]
-    spec = {"runs": [{"params": _params(c, tmp_path / f"params-{i}.yaml"), "resume": r} for i, (c, r) in enumerate(runs)],
+    spec = {"runs": [{"params": _params(c, tmp_path / f"params-{i}.yaml"), "resume": r}
+                     for i, (c, r) in enumerate(runs)],
             "gather_check": str(tmp_path / "whole/model")}
     (tmp_path / "spec.json").write_text(json.dumps(spec))
     _torchrun(str(WORKER), str(tmp_path / "spec.json"))
@@ -212,12 +214,15 @@ def test_two_fsdp_ranks_make_the_single_process_update_and_resume_exactly(one_st
     _assert_equivalent(one_step, tmp_path / "part/checkpoints/step-000001/model", step1)
     a, b = _weights(tmp_path / "part/model"), _weights(tmp_path / "whole/model")
     assert all(torch.equal(a[k], b[k]) for k in a)  # resumed at step 1 = uninterrupted
-    strip = [{k: v for k, v in r.items() if not k.startswith("time/")} for r in read_jsonl(tmp_path / "part/metrics.jsonl")]
-    assert strip == [{k: v for k, v in r.items() if not k.startswith("time/")}
-                     for r in read_jsonl(tmp_path / "whole/metrics.jsonl")]
+    def untimed(run: str) -> list[dict]:
+        return [{k: v for k, v in r.items() if not k.startswith("time/")} for r in read_jsonl(tmp_path / run)]
+
+    strip = untimed("part/metrics.jsonl")
+    assert strip == untimed("whole/metrics.jsonl")
     assert strip[2]["tokens/online_generated"] > 0
     ranks = [json.loads((tmp_path / f"rank-{r}.json").read_text()) for r in (0, 1)]
     assert [r["sum"] for r in ranks] == [4.0, 4.0] and [r["max"] for r in ranks] == [2, 2]
     assert [r["gather"] for r in ranks] == [[0, 1], [0, 1]]
     assert [r["from_main_error"] for r in ranks] == ["refused on rank 0"] * 2
-    assert ranks[0]["gather_max_diff"] == {"merged": 0.0, "gathered": 0.0} and ranks[1]["gather_max_diff"] == {"merged": 0.0}
+    assert ranks[0]["gather_max_diff"] == {"merged": 0.0, "gathered": 0.0}
+    assert ranks[1]["gather_max_diff"] == {"merged": 0.0}
