@@ -22,6 +22,7 @@ class MetricsLog:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         truncate_jsonl(self.path, -1 if resume_step is None else resume_step)
         self._file = self.path.open("a")
+        self._write_failed = False
         self._tb = None
         if tensorboard:
             from torch.utils.tensorboard import SummaryWriter
@@ -40,9 +41,16 @@ class MetricsLog:
 
     def log(self, step: int, values: dict) -> None:
         record = {"step": step, **{k: _plain(v) for k, v in values.items()}}
-        self._file.write(json.dumps(record) + "\n")
-        self._file.flush()
-        os.fsync(self._file.fileno())
+        try:
+            self._file.write(json.dumps(record) + "\n")
+            self._file.flush()
+            os.fsync(self._file.fileno())
+        except OSError as exc:  # disk full: a resumed run cuts the file back to its checkpoint
+            from pipeline.errors import UserError
+
+            self._write_failed = True
+            raise UserError(f"{self.path}: cannot write step {step}'s metrics ({exc}); free space, then resume with "
+                            "--resume from the last checkpoint") from None
         scalars = {k: v for k, v in record.items() if k != "step" and isinstance(v, (int, float)) and v is not None}
         if self._tb is not None:
             for k, v in scalars.items():
@@ -52,7 +60,11 @@ class MetricsLog:
             self._wandb.log(scalars, step=step)
 
     def close(self) -> None:
-        self._file.close()
+        try:
+            self._file.close()
+        except OSError:
+            if not self._write_failed:  # after a failed write, closing retries the same flush
+                raise
         if self._tb is not None:
             self._tb.close()
         if self._wandb is not None:
