@@ -91,3 +91,31 @@ def test_pool_replaces_a_worker_that_died_while_idle(strict_pool: ScoringPool) -
     scores = strict_pool.score([r"\boxed{70}", r"\boxed{588}"], ["70", "589"])
     assert [s.correct for s in scores] == [True, False]
     assert strict_pool.timeouts == before  # no item was lost to the dead worker
+
+
+# Answers built to hang or crash a grader: huge numbers SymPy would evaluate exactly,
+# nesting deep enough for recursive parsers, megabyte expressions. None equals the gold.
+HOSTILE = {
+    "power-tower": r"\boxed{9^{9^{9^9}}}",
+    "factorial-of-a-billion": r"\boxed{(10^{9})!}",
+    "nested-fractions": r"\boxed{" + r"\frac{1}{" * 200 + "2" + "}" * 200 + "}",
+    "nested-braces": r"\boxed{" + "{" * 50_000 + "1" + "}" * 50_000 + "}",
+    "megabyte-sum": r"\boxed{" + "1+" * 500_000 + "1}",
+    "megabyte-number": r"\boxed{" + "9" * 1_000_000 + "}",
+}
+
+
+def test_hostile_answers_score_zero_in_bounded_time_and_the_pool_keeps_serving() -> None:
+    names = list(HOSTILE)
+    with ScoringPool(num_workers=2, timeout_s=1.0) as hostile_pool:
+        start = time.perf_counter()
+        scores = hostile_pool.score([HOSTILE[n] for n in names], ["7"] * len(names))
+        elapsed = time.perf_counter() - start
+        assert {n: (s.reward, s.correct) for n, s in zip(names, scores)} == {n: (0.0, False) for n in names}
+        assert [s.extracted is not None for s in scores] == [True] * len(names)  # extraction itself never chokes
+        assert hostile_pool.timeouts == sum(s.timed_out for s in scores)
+        # each item costs at most its 1 s deadline plus a replacement worker's start (SymPy import)
+        assert elapsed < len(names) * (1.0 + 10.0), elapsed
+        after = hostile_pool.score([r"\boxed{\frac{14}{3}}", r"\boxed{385}"], [r"\frac{14}{3}", "386"])
+        assert [s.correct for s in after] == [True, False] and not any(s.timed_out for s in after)
+        assert [w.process.is_alive() for w in hostile_pool._workers] == [True, True]  # white-box: both serve
