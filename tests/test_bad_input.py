@@ -87,6 +87,15 @@ def _other_tokenizer(w: World, tmp: Path) -> Path:
     return _model_copy(w, tmp, edit)
 
 
+def _custom_code(d: Path) -> None:
+    """A model class in the directory's own Python file (it would leave a marker if it ran)."""
+    config = json.loads((d / "config.json").read_text())
+    config.update(model_type="s2lpo-custom", auto_map={"AutoConfig": "custom.Config",
+                                                       "AutoModelForCausalLM": "custom.Model"})
+    (d / "config.json").write_text(json.dumps(config))
+    (d / "custom.py").write_text(f"open({str(d / 'code-ran')!r}, 'w').close()\n")
+
+
 def _bank_copy(w: World, tmp: Path, edit: Callable[[Path], None]) -> Path:
     out = tmp / "bank"
     shutil.copytree(w.bank, out)
@@ -204,6 +213,8 @@ CASES = {
         w, t, lambda d: (d / "model.safetensors").write_bytes(b"\xff" * 64))), "model: cannot load a causal LM"),
     "learner-config-not-json": (lambda w, t: train(w, t, learner=_model_copy(
         w, t, lambda d: (d / "config.json").write_text("{"))), "config.json' is not a valid JSON file"),
+    "learner-custom-code": (lambda w, t: train(w, t, learner=_model_copy(w, t, _custom_code)),
+                            "contains custom code", "set trust_remote_code: true only if you trust that code"),
     # banks
     "bank-other-tokenizer": (lambda w, t: train(w, t, learner=_other_tokenizer(w, t)),
                              "whose tokenizer (", "differs from the learner's"),
@@ -229,6 +240,8 @@ CASES = {
                                  "holds none of the 4 training prompts of"),
     # runs and evaluation
     "out-dir-holds-a-run": (lambda w, t: train(w, t, out_dir=_run_dir(w, t)), "run: already holds a run; pass --resume"),
+    "out-dir-unwritable": (lambda w, t: train(w, t, out_dir=_text("file", "")(w, t) / "run"),
+                           "file/run: cannot write the run here ([Errno 20] Not a directory"),
     "passk-k-above-n": (lambda w, t: evaluate(w, t, ks="[1,8]"), "ks has k = 8 but only samples = 4 per problem"),
 }
 
