@@ -116,6 +116,9 @@ def test_hostile_answers_score_zero_in_bounded_time_and_the_pool_keeps_serving()
         assert hostile_pool.timeouts == sum(s.timed_out for s in scores)
         # each item costs at most its 1 s deadline plus a replacement worker's start (SymPy import)
         assert elapsed < len(names) * (1.0 + 10.0), elapsed
-        after = hostile_pool.score([r"\boxed{\frac{14}{3}}", r"\boxed{385}"], [r"\frac{14}{3}", "386"])
+        good = ([r"\boxed{\frac{14}{3}}", r"\boxed{385}"], [r"\frac{14}{3}", "386"])
+        after = hostile_pool.score(*good)
+        if any(s.timed_out for s in after):  # on a loaded machine a replacement worker may still be importing
+            after = hostile_pool.score(*good)  # SymPy past the 1 s deadline; once up, it must serve
         assert [s.correct for s in after] == [True, False] and not any(s.timed_out for s in after)
         assert [w.process.is_alive() for w in hostile_pool._workers] == [True, True]  # white-box: both serve
