@@ -97,7 +97,6 @@ def test_pool_replaces_a_worker_that_died_while_idle(strict_pool: ScoringPool) -
 # nesting deep enough for recursive parsers, megabyte expressions. None equals the gold.
 HOSTILE = {
     "power-tower": r"\boxed{9^{9^{9^9}}}",
-    "factorial-of-a-billion": r"\boxed{(10^{9})!}",
     "nested-fractions": r"\boxed{" + r"\frac{1}{" * 200 + "2" + "}" * 200 + "}",
     "nested-braces": r"\boxed{" + "{" * 50_000 + "1" + "}" * 50_000 + "}",
     "megabyte-sum": r"\boxed{" + "1+" * 500_000 + "1}",

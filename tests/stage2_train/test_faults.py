@@ -148,9 +148,9 @@ def test_kill_9_before_during_and_after_checkpoints_then_resume_repeats_the_run(
     half = out / "checkpoints" / ".tmp-step-000004"
     assert (half / "model" / "model.safetensors").exists() and not (half / "state.json").exists()
 
-    # 3. resumed from step 2, killed at a random moment of steps 4..6 (a checkpoint write included)
+    # 3. resumed from step 2, killed at a random moment of steps 4..6 and after (checkpoint writes included)
     _kill_when(_start(_cli(params, "--resume"), log), metrics, rng.choice([3, 4, 5]), rng.uniform(0.0, 0.3), log)
-    assert _latest(out) in ("step-000002", "step-000004") and _complete_checkpoints(out)
+    assert _latest(out) in _complete_checkpoints(out)  # step 2, 4 or 6, whole whichever it is
 
     # 4. resumed to the end; the same run uninterrupted gives the same records and weights
     _run(cfg, resume=True)
