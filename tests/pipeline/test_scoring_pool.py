@@ -112,7 +112,6 @@ def test_hostile_answers_score_zero_in_bounded_time_and_the_pool_keeps_serving()
         elapsed = time.perf_counter() - start
         assert {n: (s.reward, s.correct) for n, s in zip(names, scores)} == {n: (0.0, False) for n in names}
         assert [s.extracted is not None for s in scores] == [True] * len(names)  # extraction itself never chokes
-        assert hostile_pool.timeouts == sum(s.timed_out for s in scores)
         # each item costs at most its 1 s deadline plus a replacement worker's start (SymPy import)
         assert elapsed < len(names) * (1.0 + 10.0), elapsed
         good = ([r"\boxed{\frac{14}{3}}", r"\boxed{385}"], [r"\frac{14}{3}", "386"])
