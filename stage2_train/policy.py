@@ -66,14 +66,19 @@ def token_logprobs(model, batch: Packed, *, with_entropy: bool = False) -> tuple
 
 
 @torch.no_grad()
-def batched_logprobs(model, batch: Packed, micro_batch_size: int, *, calls: int = 0) -> torch.Tensor:
+def batched_logprobs(model, batch: Packed, micro_batch_size: int, *, calls: int = 0,
+                     skip: torch.Tensor | None = None) -> torch.Tensor:
     """`token_logprobs` over micro-batches, without gradients (old and reference log-probs).
-    `calls` > the number of micro-batches adds forwards whose output is dropped: an FSDP
-    forward is a collective, so every rank must run as many as the busiest rank."""
-    parts = []
-    for start in range(0, batch.input_ids.shape[0], micro_batch_size):
-        idx = torch.arange(start, min(start + micro_batch_size, batch.input_ids.shape[0]))
-        parts.append(token_logprobs(model, batch.select(idx))[0])
-    for _ in range(len(parts), calls):
+    Rows where `skip` (N,) is true are not computed and come back as zeros. `calls` > the
+    number of micro-batches adds forwards whose output is dropped: an FSDP forward is a
+    collective, so every rank must run as many as the busiest rank."""
+    n = batch.input_ids.shape[0]
+    rows = torch.arange(n) if skip is None else (~skip).nonzero().flatten()
+    out = torch.zeros(batch.response_mask.shape, device=batch.input_ids.device)
+    done = 0
+    for idx in rows.split(micro_batch_size) if len(rows) else ():  # all skipped: no forward
+        out[idx.to(out.device)] = token_logprobs(model, batch.select(idx))[0]
+        done += 1
+    for _ in range(done, calls):
         token_logprobs(model, batch.select(torch.arange(1)))
-    return torch.cat(parts)
+    return out

@@ -123,13 +123,14 @@ class LossInputs:
     ref: torch.Tensor | None = None
     weights: torch.Tensor | None = None
     shaped: torch.Tensor | None = None
+    fresh: torch.Tensor | None = None  # (N,) bool: old log-prob = this forward's, detached (first update)
 
     def select(self, index: torch.Tensor) -> "LossInputs":
         def pick(t):
             return None if t is None else t[index]
 
         return LossInputs(self.batch.select(index), self.old[index], self.adv[index], pick(self.ref),
-                          pick(self.weights), pick(self.shaped))
+                          pick(self.weights), pick(self.shaped), pick(self.fresh))
 
     def zero_weight(self) -> "LossInputs":
         """The first row with its response mask zeroed: a micro-batch that adds nothing."""
@@ -150,24 +151,41 @@ def update(run, collected: Collected, step: int, timer: Timer) -> dict:
         rewards, baseline_mask=online_members if lc.baseline is rl_math.Baseline.ONLINE else None,
         normalize_std=lc.normalize_std).flatten()
     batch = cpu_batch.to(d.device)
-    calls = d.max(math.ceil(n / cfg.micro_batch_size)) if d.fsdp else 0
+    gen = torch.Generator().manual_seed(step_seed(cfg.seed, step, "minibatch"))
+    orders = [torch.randperm(collected.total, generator=gen) for _ in range(cfg.ppo_epochs)]  # the same on every rank
+    fresh = None
+    if lc.bank_correction is not rl_math.BankCorrection.TRUNCATED_IS:  # its weights need every old log-prob up front
+        fresh = _first_update_rows(orders[0][: cfg.mini_batch_size], collected.offset, n)
+    calls = old_calls = 0  # under FSDP every rank runs as many forwards as the busiest one
+    if d.fsdp:
+        calls = d.max(math.ceil(n / cfg.micro_batch_size))
+        old_calls = d.max(math.ceil((n if fresh is None else int((~fresh).sum())) / cfg.micro_batch_size))
     with timer("logprobs"):
-        old = batched_logprobs(run.model, batch, cfg.micro_batch_size, calls=calls)
+        old = batched_logprobs(run.model, batch, cfg.micro_batch_size, skip=fresh, calls=old_calls)
         ref = run.reference_logprobs(batch, calls) if lc.kl_coef > 0 else None
     weights = shaped = None
     if lc.bank_correction is rl_math.BankCorrection.TRUNCATED_IS:
         weights = rl_math.compute_truncated_is_weights(old, batch.explorer_logprobs, batch.from_bank, cap=lc.is_cap)
     elif lc.bank_correction is rl_math.BankCorrection.LUFFY:
         shaped = batch.from_bank.unsqueeze(1).expand_as(batch.response_mask) & (batch.response_mask > 0)
-    inputs = LossInputs(batch, old, adv.to(d.device), ref, weights, shaped)
+    inputs = LossInputs(batch, old, adv.to(d.device), ref, weights, shaped,
+                        None if fresh is None else fresh.to(d.device))
     sums: dict[str, float] = defaultdict(float)
-    gen = torch.Generator().manual_seed(step_seed(cfg.seed, step, "minibatch"))
-    for _ in range(cfg.ppo_epochs):
-        order = torch.randperm(collected.total, generator=gen)  # the same permutation on every rank
+    for order in orders:
         for mini in order.split(cfg.mini_batch_size):
             mine = mini[(mini >= collected.offset) & (mini < collected.offset + n)] - collected.offset
             _optimizer_step(run, inputs.select(mine), inputs.zero_weight(), len(mini), sums, step, timer)
     return _step_stats(_gather(d, collected.responses, rewards, adv), _reduce(d, sums), collected.online_tokens)
+
+
+def _first_update_rows(first: torch.Tensor, offset: int, n: int) -> torch.Tensor:
+    """(n,) bool: this rank's rows in the step's first mini-batch. Their old log-probs are
+    the first update's own forward, detached (the weights have not moved yet), so the
+    no-grad pass skips them: exact, and on CPU bit-identical to computing them apart."""
+    mine = first[(first >= offset) & (first < offset + n)] - offset
+    fresh = torch.zeros(n, dtype=torch.bool)
+    fresh[mine] = True
+    return fresh
 
 
 def _check_rewards(run, responses: list[Response], step: int) -> None:
@@ -224,7 +242,8 @@ def _micro_loss(run, part: LossInputs, norm: float, sums: dict) -> torch.Tensor:
     lc = run.cfg.loss
     m = part.batch.response_mask
     logp, entropy = token_logprobs(run.train_model, part.batch, with_entropy=True)
-    pl = rl_math.compute_policy_loss(logp, part.old, part.adv, m, clip_low=lc.clip_low, clip_high=lc.clip_high,
+    old = part.old if part.fresh is None else torch.where(part.fresh.unsqueeze(1), logp.detach(), part.old)
+    pl = rl_math.compute_policy_loss(logp, old, part.adv, m, clip_low=lc.clip_low, clip_high=lc.clip_high,
                                      dual_clip=lc.dual_clip, token_weights=part.weights, shaped=part.shaped,
                                      shaping_gamma=lc.luffy_gamma)
     per_token = pl.loss

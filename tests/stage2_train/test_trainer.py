@@ -162,3 +162,29 @@ def test_gradient_checkpointing_gives_the_same_update(train_config, tmp_path):
     _run(on)
     a, b = _weights(tmp_path / "off/model"), _weights(tmp_path / "on/model")
     assert max(float((a[k] - b[k]).abs().max()) for k in a) <= 1e-6
+
+
+def test_first_update_reuses_its_own_forward_as_old_logprobs(train_config, tmp_path, monkeypatch):
+    """The no-grad pass skips the first mini-batch's rows (their old log-probs are the first
+    update's own forward, detached: the weights have not moved yet), and the run equals one
+    that computes every old log-prob apart."""
+    import stage2_train.step as step_mod
+
+    cfg = train_config(steps=3, out_dir=str(tmp_path / "reuse"), lr=1e-2,
+                       eval=dataclasses.replace(train_config().eval, every=0, problems=None))
+    skipped, real = [], step_mod.batched_logprobs
+
+    def spy(model, batch, micro, *, calls=0, skip=None):
+        skipped.append(0 if skip is None else int(skip.sum()))
+        return real(model, batch, micro, calls=calls, skip=skip)
+
+    monkeypatch.setattr(step_mod, "batched_logprobs", spy)
+    _run(cfg)
+    assert skipped == [cfg.mini_batch_size] * cfg.steps  # 24 rows per step, mini-batches of 12
+    monkeypatch.setattr(step_mod, "_first_update_rows", lambda first, offset, n: torch.zeros(n, dtype=torch.bool))
+    _run(dataclasses.replace(cfg, out_dir=str(tmp_path / "apart")))
+    a, b = _weights(tmp_path / "reuse/model"), _weights(tmp_path / "apart/model")
+    assert max(float((a[k] - b[k]).abs().max()) for k in a) <= 1e-6
+    first = [r["loss"] for r in read_jsonl(tmp_path / "reuse/metrics.jsonl") if "loss" in r]
+    second = [r["loss"] for r in read_jsonl(tmp_path / "apart/metrics.jsonl") if "loss" in r]
+    assert first == pytest.approx(second, abs=1e-6)
