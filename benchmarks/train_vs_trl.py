@@ -21,7 +21,8 @@ optimizer) comes to this machine's fp32 matmul peak, measured in the same run.
 Model FLOPs: 2·N per real (unpadded) token per forward and 4·N for its backward, N being
 the learner's matmul parameters (embedding lookups excluded, the LM head included), plus
 causal attention 2·layers·d_attn·len² per sequence per forward (QKᵀ and AV over half the
-square); a step's training phase is 2 (old) + 2 (reference) + 6 (train) ≈ 10·N per token.
+square); a step's training phase is 2 (old, on the 64 rows of the second update only:
+the first update's old log-probs are its own forward) + 2 (reference) + 6 (train) per token.
 
 Usage (TRL lives only in the benchmark's own venv, never in the package's dependencies):
     make bench-env                       # .venv-bench: torch 2.13.0, this package, trl==1.16.0
@@ -88,15 +89,23 @@ def s2lpo_run(family: str, out: str, threads: int, *, bank: str | None, random_i
     run = setup(cfg, echo=lambda *_: None)
     if random_init:
         _reinit(run.model, seed=0)
+        if run.ref_model is not None:
+            run.ref_model.load_state_dict(run.model.state_dict())
     return run
 
 
 def _reinit(model, seed: int) -> None:
+    """Fresh random weights in place: N(0, initializer_range) matrices, unit norms."""
     import torch
 
-    torch.manual_seed(seed)
-    model.apply(model._init_weights)
-    model.tie_weights()
+    gen = torch.Generator().manual_seed(seed)
+    std = model.config.initializer_range
+    with torch.no_grad():
+        for name, p in sorted(model.named_parameters()):
+            if p.dim() >= 2:
+                p.copy_(torch.randn(p.shape, generator=gen) * std)
+            else:
+                p.fill_(1.0 if "norm" in name else 0.0)
 
 
 def trl_trainer(family: str, out: str, steps: int, seed: int, *, random_init: bool):
@@ -217,7 +226,8 @@ def main() -> None:
                     seq = _sequence_lengths(run, stats)
                     fwd = forward_flops(shape, seq)
                     train_s = stats["time/logprobs"] + stats["time/backward"] + stats.get("time/optimizer", 0.0)
-                    flops.append((5 * fwd, train_s))
+                    old_rows = (PROMPTS * G - MINI) / (PROMPTS * G)  # the first update's rows reuse their forward
+                    flops.append(((old_rows + 1 + 3) * fwd, train_s))
         print(f"round {rnd + 1}/{args.rounds}: " + ", ".join(
             f"{k} {statistics.median(v):.3f} s/step" for k, v in times.items() if v), flush=True)
     _report(args, times, parts, lengths, flops, peak, shape)

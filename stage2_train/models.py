@@ -159,6 +159,10 @@ def make_scorer(cfg):
     return ScoringPool(cfg.scoring_workers, timeout_s=cfg.score_timeout_s).score
 
 
+# what stage 2 reads of a bank row (stage2_train.rollout.bank_responses); the prompt comes from the learner's tokenizer
+BANK_COLUMNS = ("response", "response_token_ids", "logprobs", "reward", "correct", "finish_reason")
+
+
 def open_bank_for(cfg, tokenizer, problems, scorer, *, echo=print):
     """(reader, rescorer or None) after checking the bank was made for this learner and prompts."""
     from pipeline.bank.reader import BankReader
@@ -166,7 +170,7 @@ def open_bank_for(cfg, tokenizer, problems, scorer, *, echo=print):
     from pipeline.prompts import template_fingerprint
     from pipeline.verifier import VERIFIER_VERSION
 
-    reader = BankReader.open(cfg.bank)
+    reader = BankReader.open(cfg.bank, columns=BANK_COLUMNS)
     identity = reader.files.identity
     mine = tokenizer_fingerprint(tokenizer)
     if identity.get("tokenizer") != mine:

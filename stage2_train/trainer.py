@@ -136,6 +136,8 @@ def _train(cfg: TrainConfig, d: Dist, resume: bool, echo, progress: bool) -> dic
                 _checkpoint(run, out, step)
     finally:
         log.close()
+        if run.reader is not None:
+            run.reader.close()
     return _finish(run, out, echo)
 
 
@@ -197,6 +199,7 @@ def train_step(run: Run, step: int) -> dict:
     prompts = batch_prompts(len(run.problems), cfg.prompts_per_step, step, cfg.seed)
     if cfg.mixing is Mixing.MIXED:
         collected = collect(run, step, prompts, alpha=alpha, group_size=cfg.group_size, timer=timer)
+        _prefetch_bank(run, step + 1)
         _release_engine(run)
         run.train_model.train()
         stats = update(run, collected, step, timer)
@@ -211,6 +214,19 @@ def train_step(run: Run, step: int) -> dict:
     return stats
 
 
+def _prefetch_bank(run: Run, step: int) -> None:
+    """Decode, in the background, the bank row groups of `step`'s prompts (this rank's
+    block) while the current step trains: the step's own read then hits the cache."""
+    cfg = run.cfg
+    if run.reader is None or step > cfg.steps or alpha_at(cfg, step) <= 0:
+        return
+    prompts = batch_prompts(len(run.problems), cfg.prompts_per_step, step, cfg.seed)
+    ids = [run.problems[prompts[i]].id for i in run.dist.rollout_range(len(prompts))]
+    rows = [run.pool[pid] for pid in ids if pid in run.pool]
+    if rows:
+        run.reader.prefetch(np.concatenate(rows))
+
+
 def _alternating(run: Run, step: int, prompts: list[int], alpha: float, timer: Timer) -> tuple[dict, int]:
     """Bank-only groups of ⌈αG⌉ then online-only groups of ⌈(1−α)G⌉ on the next prompts,
     one optimizer pass each (METHOD §3); reported stats are the online phase's plus bank counts."""
@@ -219,6 +235,7 @@ def _alternating(run: Run, step: int, prompts: list[int], alpha: float, timer: T
     tokens, bank_stats = 0, {}
     if bank_size > 0:
         collected = collect(run, step, prompts, alpha=1.0, group_size=bank_size, timer=timer, phase="-bank")
+        _prefetch_bank(run, step + 1)
         _release_engine(run)
         run.train_model.train()
         bank_stats = update(run, collected, step, timer)

@@ -105,3 +105,27 @@ def test_corrupt_shard_is_reported_not_a_traceback(tmp_path):
     shard.write_bytes(shard.read_bytes()[: 40])
     with pytest.raises(UserError, match="w000-000001.parquet: unreadable shard"):
         BankReader.open(str(tmp_path))
+
+
+def test_projected_reader_with_prefetch_reads_what_the_full_reader_reads(tmp_path, monkeypatch):
+    monkeypatch.setattr("pipeline.bank.store.ROW_GROUP_ROWS", 100)
+    w = BankWriter(str(tmp_path), IDENTITY)
+    w.write_shard(records_to_table([rec("a", i, n_tokens=1 + i % 4) for i in range(1200)]))
+    w.write_shard(records_to_table([rec("b", i) for i in range(300)]))
+    full = BankReader.open(str(tmp_path))
+    assert full.shard_file(0).num_row_groups == 12
+    cols = ["response", "response_token_ids", "logprobs", "reward"]
+    lean = BankReader(open_bank(str(tmp_path)), columns=cols, cache_row_groups=4)
+    rng = np.random.default_rng(0)
+    for _ in range(30):
+        positions = rng.choice(full.files.rows, size=17, replace=False)
+        lean.prefetch(rng.choice(full.files.rows, size=40))  # some of these will be evicted before use
+        lean.prefetch(positions)
+        got = lean.read(positions)
+        assert got.schema.names == cols
+        assert got.to_pydict() == full.read(positions).select(cols).to_pydict()
+    assert lean.read([]).schema.names == cols
+    lean.close()
+    assert lean.read([5]).to_pydict() == full.read([5]).select(cols).to_pydict()  # a closed reader decodes on demand
+    with pytest.raises(ValueError, match="nope"):
+        BankReader.open(str(tmp_path), columns=["nope"])
