@@ -24,7 +24,12 @@ getattr (not `dataclasses.astuple`, which deep-copies every token list) cut a 20
 shard from ~680 ms to ~10 ms; dictionary-encoding only the repeating string columns (not
 the log-probs) halved the Parquet encoding. pyarrow's first string conversion in a process
 costs ~0.3 s once (paid before timing here). Small row groups (512 rows) plus an LRU cache
-of decoded groups cut one step's read from ~17 ms to ~4 ms.
+of decoded groups cut one step's read from ~17 ms to ~4 ms. Once steps took ~0.8 s (not
+~2 s), a cold read (16 prompts = ~16 row groups, ~1 ms each to decode all 12 columns) was
+2–5% of a step: stage 2 now decodes only its 6 columns (~0.5 ms a group) and prefetches
+the next step's groups on a background thread while the current step trains, so each
+timed step here first runs its predecessor, as in a run (step 1's groups are prefetched
+while step 0 is evaluated).
 """
 
 from __future__ import annotations
@@ -152,7 +157,7 @@ def bench_step(args, steps: list[int]) -> None:
     import stage2_train.step as step_module
     from pipeline.config import load_stage_config
     from stage2_train.config import TrainConfig
-    from stage2_train.trainer import alpha_at, setup, train_step
+    from stage2_train.trainer import _prefetch_bank, alpha_at, setup, train_step
 
     if not os.path.exists(f"{args.bank}/bank.json"):
         print(f"stage-2 steps: skipped (no bank at {args.bank}; run `s2lpo explore` first)")
@@ -168,12 +173,17 @@ def bench_step(args, steps: list[int]) -> None:
     for name, fn in originals.items():  # time the draw and the assembly inside the real step
         setattr(step_module, name, _timed(fn, spent, name))
     try:
-        train_step(run, max(steps) + 1)  # warm-up: first calls of torch and pyarrow
+        train_step(run, max(steps) + 2)  # warm-up: first calls of torch and pyarrow
         print(f"stage-2 steps ({cfg.anneal.schedule.value} anneal, T_mix {cfg.anneal.t_mix}; {cfg.prompts_per_step} "
               f"prompts x G={cfg.group_size}; learner {cfg.learner}):")
         print("   step  alpha  G_w   step s  step CPU-s   draw ms   read ms  assemble ms   bank share")
         shares = []
         for step in steps:
+            if step > 1:  # as in a run: step − 1 prefetches step's bank row groups while it trains
+                train_step(run, step - 1)
+            else:  # as in a run: setup prefetches step 1's while step 0 is evaluated
+                _prefetch_bank(run, 1)
+                time.sleep(0.5)
             spent.clear()
             c0 = time.process_time()
             stats = train_step(run, step)

@@ -106,7 +106,7 @@ def main() -> None:
             if code != 0:
                 sys.exit(f"error: stage {name} exited {code}: {last}")
             rows.append((name, tree, own, seconds, shortened))
-            print(f"{name:9s} peak RSS {tree:7.0f} MiB (process tree)  {own:7.0f} MiB (main process)  "
+            print(f"{name:9s} peak RSS {tree:7.0f} MiB (process tree, sampled)  {own:7.0f} MiB (main process, exact)  "
                   f"{seconds:6.1f} s   shortened: {shortened}", flush=True)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

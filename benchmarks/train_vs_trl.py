@@ -28,8 +28,29 @@ Usage (TRL lives only in the benchmark's own venv, never in the package's depend
     make bench-env                       # .venv-bench: torch 2.13.0, this package, trl==1.16.0
     .venv-bench/bin/python benchmarks/train_vs_trl.py [--family data/testbed] [--rounds 3]
         [--steps 4] [--threads 2] [--random-init]
-`--random-init` re-initialises the learner's weights (same architecture): its rollouts
-rarely stop before the length limit, which is the worst case for generation.
+`--random-init` re-initialises the learner's weights (same architecture, N(0, 0.02)):
+its rollouts stop later (about 40 tokens against 31), the harder case for generation.
+
+Notes from profiling (2 threads, trained testbed learner, 128 responses of ~31 tokens):
+- A step was ~0.3 s generation, ~0.35 s old + reference log-probs, ~0.55 s for the two
+  updates. In the updates `aten::mm` is ~57% of the time at ~140 GFLOP/s (near this
+  CPU's ~180–200 GFLOP/s fp32 peak); the rest is the Qwen3 block's small elementwise ops
+  (RMSNorm, rotary, SiLU·up: `aten::mul` alone ~14%). The work is near the hardware, so
+  only doing less work moves the step.
+- Done: the first update's old log-probs are its own forward, detached (the weights have
+  not moved yet), so the no-grad pass covers the second mini-batch only — 25% less work
+  in that pass, and bit-identical here (a row's log-probs do not depend on the other rows
+  of its micro-batch on this CPU; checked against the previous trainer, weights
+  byte-equal). TRL does the same when it is on-policy.
+- Done: stage 2 reads 6 of the bank's 12 columns and decodes the next step's row groups
+  in the background (benchmarks/explore_engines.py, part 3).
+- Measured and not taken: `torch.compile(dynamic=True)` cut a forward+backward from ~190
+  to ~173 ms but took 51 s to compile (an 80-step run saves less than that);
+  `cache_implementation="static"` made generation slower (428 vs 319 ms); prefilling each
+  prompt once and expanding its KV cache ×G cut generation by ~14% (240 → 206 ms) but moves
+  the first token's logits by ~1e-5, so banks and runs would no longer repeat bit for bit;
+  dropping the padding mask of right-padded rows changed nothing measurable. Padding is
+  small here (rows of 40–43 tokens) and scoring is ~1 ms a step (integer fast path).
 """
 
 from __future__ import annotations

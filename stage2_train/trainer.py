@@ -120,6 +120,7 @@ def _train(cfg: TrainConfig, d: Dist, resume: bool, echo, progress: bool) -> dic
         start, run.online_tokens, run.last_checkpoint = state["step"], state["online_tokens"], str(path)
         echo(f"resuming from {path} (step {start})")
     evaluator = Evaluator(cfg, run)
+    _prefetch_bank(run, start + 1)  # decoded while step `start` is evaluated
     log = _open_log(cfg, out, start, d)
     try:
         if start == 0:
