@@ -79,13 +79,17 @@ def verify_bank(files: BankFiles, expected_per_prompt: int | None = None) -> lis
         if not pf.schema_arrow.equals(BANK_SCHEMA, check_metadata=False):
             problems.append(f"{shard.file}: schema differs from the bank schema")
             continue
-        t = pf.read(columns=["response_token_ids", "logprobs", "response_length"])
+        t = pf.read(columns=["response_token_ids", "logprobs", "response_length", "reward"])
         ids_len = pc.list_value_length(t.column("response_token_ids"))
         bad = pc.sum(pc.not_equal(ids_len, pc.list_value_length(t.column("logprobs")))).as_py() or 0
         bad_len = pc.sum(pc.not_equal(ids_len, pc.cast(t.column("response_length"), pa.int32()))).as_py() or 0
         if bad or bad_len:
             problems.append(f"{shard.file}: {bad} rows with token ids/log-probs length mismatch, "
                             f"{bad_len} with a wrong response_length")
+        rewards = t.column("reward").to_numpy()
+        if not np.isfinite(rewards).all():
+            problems.append(f"{shard.file}: {int((~np.isfinite(rewards)).sum())} rows with a non-finite reward "
+                            "(stage 2 refuses them); re-run explore into a fresh bank")
     keys = Counter(zip(reader.prompt_ids.tolist(), reader.sample_index.tolist()))
     dups = sum(1 for k in keys.values() if k > 1)
     if dups:

@@ -129,3 +129,16 @@ def test_projected_reader_with_prefetch_reads_what_the_full_reader_reads(tmp_pat
     assert lean.read([5]).to_pydict() == full.read([5]).select(cols).to_pydict()  # a closed reader decodes on demand
     with pytest.raises(ValueError, match="nope"):
         BankReader.open(str(tmp_path), columns=["nope"])
+
+
+def test_verify_names_a_shard_with_non_finite_rewards(tmp_path):
+    from pipeline.bank.inspect import verify_bank
+
+    w = BankWriter(str(tmp_path), IDENTITY)
+    w.write_shard(records_to_table([rec("a", 0), rec("a", 1)]))
+    assert verify_bank(open_bank(str(tmp_path)), 2) == []
+    bad = [rec("b", 0), rec("b", 1)]
+    bad[1] = BankRecord(*[float("nan") if f == "reward" else getattr(bad[1], f) for f in BankRecord.__dataclass_fields__])
+    entry = w.write_shard(records_to_table(bad))
+    problems = verify_bank(open_bank(str(tmp_path)), 2)
+    assert len(problems) == 1 and problems[0].startswith(f"{entry.file}: 1 rows with a non-finite reward")
