@@ -51,18 +51,86 @@ def pack(responses: Sequence[Response], pad_id: int) -> Packed:
     return Packed(ids, attn, resp, explorer, torch.tensor([r.from_bank for r in responses]))
 
 
+CHUNK_BYTES = 1 << 28  # working set of the vocabulary-wide ops (softmax, upcasts): 256 MiB
+
+
 def token_logprobs(model, batch: Packed, *, with_entropy: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """log π(target) per position (N, L−1), and the policy's entropy per position if asked."""
-    logits = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits[:, :-1].float()
+    """log π(target) per position (N, L−1), and the policy's entropy per position if asked.
+
+    Logits larger than one chunk (CHUNK_BYTES as float32; at Qwen3's 152k vocabulary, 4 ×
+    4k tokens are 10 GB) go through `SelectiveLogSoftmax`: it upcasts chunk by chunk, saves
+    only the logits in their own dtype for backward and builds the gradient chunk by chunk,
+    so neither a float32 copy of bf16 logits nor backward's full-size temporaries exist.
+    Smaller float32 logits take plain logsumexp/gather (the CPU testbed: the same values,
+    bit for bit, as before the chunked path existed). The entropy is chunked as well."""
+    logits = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits[:, :-1]
     targets = batch.input_ids[:, 1:]
-    lse = torch.logsumexp(logits, dim=-1)
-    logp = logits.gather(-1, targets.unsqueeze(-1)).squeeze(-1) - lse
-    entropy = None
-    if with_entropy:
-        with torch.no_grad():
-            probs = torch.softmax(logits, dim=-1)
-            entropy = lse - (probs * logits).sum(-1)
-    return logp, entropy
+    if logits.dtype in (torch.float32, torch.float64) and logits.numel() * 4 <= CHUNK_BYTES:
+        logp = logits.gather(-1, targets.unsqueeze(-1)).squeeze(-1) - torch.logsumexp(logits, dim=-1)
+    else:
+        logp = SelectiveLogSoftmax.apply(logits, targets)
+    return logp, (entropy_of(logits) if with_entropy else None)
+
+
+def _chunks(n: int, length: int, vocab: int):
+    """(row slice, position slice) pieces of an (n, length, vocab) tensor whose float32
+    copy fits in CHUNK_BYTES: whole rows when they fit, else positions of one row."""
+    budget = CHUNK_BYTES
+    per_row = max(1, length * vocab * 4)
+    if per_row <= budget:
+        step = max(1, budget // per_row)
+        for r in range(0, n, step):
+            yield slice(r, min(n, r + step)), slice(0, length)
+        return
+    step = max(1, budget // (vocab * 4))
+    for r in range(n):
+        for t in range(0, length, step):
+            yield slice(r, r + 1), slice(t, min(length, t + step))
+
+
+def _acc(dtype: torch.dtype) -> torch.dtype:
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
+
+@torch.no_grad()
+def entropy_of(logits: torch.Tensor) -> torch.Tensor:
+    """Entropy of softmax(logits) per position (N, L), computed in float32 chunks."""
+    n, length, vocab = logits.shape
+    out = torch.empty((n, length), dtype=_acc(logits.dtype), device=logits.device)
+    for rows, pos in _chunks(n, length, vocab):
+        x = logits[rows, pos].to(_acc(logits.dtype))
+        lse = torch.logsumexp(x, dim=-1)
+        out[rows, pos] = lse - (torch.softmax(x, dim=-1) * x).sum(-1)
+    return out
+
+
+class SelectiveLogSoftmax(torch.autograd.Function):
+    """log_softmax(logits)[target] per position, upcasting chunk by chunk; saves only the
+    logits (in their own dtype) and recomputes the softmax chunk by chunk in backward."""
+
+    @staticmethod
+    def forward(ctx, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        n, length, vocab = logits.shape
+        acc = _acc(logits.dtype)
+        out = torch.empty((n, length), dtype=acc, device=logits.device)
+        for rows, pos in _chunks(n, length, vocab):
+            x = logits[rows, pos].to(acc)
+            out[rows, pos] = x.gather(-1, targets[rows, pos].unsqueeze(-1)).squeeze(-1) - torch.logsumexp(x, dim=-1)
+        ctx.save_for_backward(logits, targets)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        logits, targets = ctx.saved_tensors
+        n, length, vocab = logits.shape
+        acc = _acc(logits.dtype)
+        out = torch.empty_like(logits)
+        for rows, pos in _chunks(n, length, vocab):
+            g = grad[rows, pos].to(acc).unsqueeze(-1)
+            d = torch.softmax(logits[rows, pos].to(acc), dim=-1).mul_(-g)  # ∂/∂x of x[t] − lse(x) = onehot − p
+            d.scatter_add_(-1, targets[rows, pos].unsqueeze(-1), g)
+            out[rows, pos] = d.to(logits.dtype)
+        return out, None
 
 
 @torch.no_grad()
