@@ -44,7 +44,9 @@ def training_memory(n: int, root: int, layers: int, c: dict, a: argparse.Namespa
         "gathered: 2 blocks bf16 weights + fp32 grads": 2 * 6 * block / GB,
         "checkpointed block inputs (bf16)": 2 * c["hidden_size"] * layers * tokens / GB,
         "one block recomputed (≈34·h B/token)": 34 * c["hidden_size"] * tokens / GB,
-        "logits bf16 + fp32 + exp (10 B/token/vocab)": 10 * c["vocab_size"] * tokens / GB,
+        # stage2_train.policy: the bf16 logits and their gradient; float32 work in ≤ 256 MiB chunks
+        "logits bf16 + their grad (4 B/token/vocab)": 4 * c["vocab_size"] * tokens / GB,
+        "loss head float32 chunks (3 × 256 MiB)": 3 * 2**28 / GB,
     }
 
 
