@@ -17,7 +17,7 @@ import numpy as np
 from pipeline.bank.background import BackgroundWriter
 from pipeline.bank.reader import BankReader
 from pipeline.bank.schema import BankRecord, SCHEMA_VERSION
-from pipeline.bank.store import BankWriter, fingerprint, open_bank
+from pipeline.bank.store import BankWriter, check_claim, fingerprint, open_bank
 from pipeline.data import Problem, load_problems, problem_set_fingerprint
 from pipeline.engines import Engine, SamplingParams
 from pipeline.errors import UserError
@@ -83,15 +83,18 @@ def run_explore(cfg: ExploreConfig, *, worker_index: int = 0, num_workers: int =
                              answer_field=cfg.answer_field, limit=cfg.limit)
     tokenizer = load_tokenizer(cfg.explorer, revision=cfg.revision, trust_remote_code=cfg.trust_remote_code)
     identity = bank_identity(cfg, problems, tokenizer)
-    writer = BankWriter(cfg.bank, identity, worker_index=worker_index, num_workers=num_workers)
+    # refuse a bank of other settings now, but write bank.json only once the engine has
+    # loaded: an explorer that fails to load leaves no bank claimed with its settings
+    exists = check_claim(cfg.bank, identity, worker_index=worker_index, num_workers=num_workers)
     mine = [p for p in problems if worker_of(p.id, num_workers) == worker_index]
-    jobs = missing_jobs(mine, existing_samples(cfg.bank), cfg.samples_per_prompt)
+    jobs = missing_jobs(mine, existing_samples(cfg.bank) if exists else {}, cfg.samples_per_prompt)
     todo = sum(len(j.sample_indices) for j in jobs)
     echo(f"bank {cfg.bank} [{fingerprint(identity)}]: worker {worker_index}/{num_workers} owns {len(mine)} "
          f"prompts; {todo} of {len(mine) * cfg.samples_per_prompt} rollouts to generate")
     if not jobs:
         return {"generated": 0, "tokens": 0, "seconds": 0.0}
     engine = make_engine(cfg, tokenizer)
+    writer = BankWriter(cfg.bank, identity, worker_index=worker_index, num_workers=num_workers)
     return _fill(cfg, jobs, engine, tokenizer, writer, echo=echo)
 
 

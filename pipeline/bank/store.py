@@ -78,8 +78,37 @@ def open_bank(uri: str) -> BankFiles:
     return BankFiles(loc, head["identity"], float(head["created"]), tuple(shards))
 
 
+def check_claim(uri: str, identity: dict, *, worker_index: int = 0, num_workers: int = 1) -> bool:
+    """What `BankWriter(uri, identity, …)` would refuse, refused now without writing
+    bank.json (explore asks before loading its engine); True when the bank exists. A new
+    bank's directory is created, so an unwritable path fails here too."""
+    if not 0 <= worker_index < num_workers:
+        raise UserError(f"--worker-index {worker_index} must be in 0..{num_workers - 1} (--num-workers {num_workers})")
+    loc = resolve(uri)
+    if not exists(loc, IDENTITY_FILE):
+        _make_dirs(loc)  # an unwritable path fails now; an empty directory is not a bank
+        return False
+    _check_identity(loc, read_json(loc, IDENTITY_FILE), identity)
+    return True
+
+
+def _make_dirs(loc) -> None:
+    try:
+        loc.fs.create_dir(loc.path(SHARD_DIR), recursive=True)
+    except OSError as exc:
+        raise UserError(f"{loc.root}: cannot create the bank here ({exc}); choose a writable bank path") from None
+
+
+def _check_identity(loc, existing: dict, identity: dict) -> None:
+    if existing.get("fingerprint") != fingerprint(identity):
+        diff = _first_difference(existing.get("identity", {}), identity)
+        raise UserError(f"{loc.path(IDENTITY_FILE)}: this bank was built with other settings ({diff}); "
+                        "use a new bank path or restore the original settings")
+
+
 class BankWriter:
-    """Appends complete shards for one worker of N; refuses a bank of another identity."""
+    """Appends complete shards for one worker of N; refuses a bank of another identity.
+    Creating one writes bank.json when the bank is new."""
 
     def __init__(self, uri: str, identity: dict, *, worker_index: int = 0, num_workers: int = 1) -> None:
         if not 0 <= worker_index < num_workers:
@@ -94,19 +123,12 @@ class BankWriter:
         self._remove_orphans()
 
     def _claim_identity(self) -> None:
-        try:
-            self.loc.fs.create_dir(self.loc.path(SHARD_DIR), recursive=True)
-        except OSError as exc:
-            raise UserError(f"{self.loc.root}: cannot create the bank here ({exc}); choose a writable bank path") from None
+        _make_dirs(self.loc)
         head = {"schema_version": SCHEMA_VERSION, "fingerprint": fingerprint(self.identity),
                 "identity": self.identity, "created": time.time()}
         if not exists(self.loc, IDENTITY_FILE):
             write_json(self.loc, IDENTITY_FILE, head)
-        existing = read_json(self.loc, IDENTITY_FILE)
-        if existing.get("fingerprint") != head["fingerprint"]:
-            diff = _first_difference(existing.get("identity", {}), self.identity)
-            raise UserError(f"{self.loc.path(IDENTITY_FILE)}: this bank was built with other settings ({diff}); "
-                            "use a new bank path or restore the original settings")
+        _check_identity(self.loc, read_json(self.loc, IDENTITY_FILE), self.identity)
 
     def _remove_orphans(self) -> None:
         """Shards of this worker that no manifest names (a kill between write and manifest)."""

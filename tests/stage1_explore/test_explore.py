@@ -63,6 +63,25 @@ def test_different_settings_are_refused(tiny_family, tmp_path):
         run_explore(config(tiny_family, tmp_path, samples_per_prompt=1, template="Q: {question}="), echo=lambda s: None)
 
 
+def test_an_explorer_that_fails_to_load_claims_no_bank(tiny_family, tmp_path):
+    """The tokenizer loads but the weights do not: the error comes before bank.json is
+    written, so the same bank path takes the repaired explorer (and nothing else)."""
+    import shutil
+
+    explorer = tmp_path / "explorer"
+    shutil.copytree(tiny_family / "explorer", explorer)
+    weights = explorer / "model.safetensors"
+    good = weights.read_bytes()
+    weights.write_bytes(b"not a safetensors file")
+    bank = tmp_path / "bank"
+    with pytest.raises(UserError, match="cannot load a causal LM"):
+        run_explore(config(tiny_family, bank, explorer=str(explorer), samples_per_prompt=1), echo=lambda s: None)
+    assert not (bank / "bank.json").exists()
+    weights.write_bytes(good)
+    done = run_explore(config(tiny_family, bank, explorer=str(explorer), samples_per_prompt=1), echo=lambda s: None)
+    assert done["generated"] == 40 and verify_bank(open_bank(str(bank)), 1) == []
+
+
 def test_two_workers_fill_one_bank(tiny_family, tmp_path):
     done = [run_explore(config(tiny_family, tmp_path), worker_index=i, num_workers=2, echo=lambda s: None)
             for i in (0, 1)]
