@@ -49,6 +49,8 @@ Notes from profiling (2 threads, trained testbed learner, 128 responses of ~31 t
   `cache_implementation="static"` made generation slower (428 vs 319 ms); prefilling each
   prompt once and expanding its KV cache ×G cut generation by ~14% (240 → 206 ms) but moves
   the first token's logits by ~1e-5, so banks and runs would no longer repeat bit for bit;
+  a KV cache that writes into a preallocated buffer instead of `torch.cat` (same tokens and
+  logits, bit for bit) was no faster (245 vs 241 ms: attention copies the strided view);
   dropping the padding mask of right-padded rows changed nothing measurable. Padding is
   small here (rows of 40–43 tokens) and scoring is ~1 ms a step (integer fast path).
 """
