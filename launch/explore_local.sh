@@ -11,13 +11,8 @@
 # command lines and starts nothing. $S2LPO replaces the `s2lpo` command (e.g. "python -m pipeline.cli").
 set -euo pipefail
 
-dry_run=0
-if [[ "${1:-}" == "--dry-run" ]]; then dry_run=1; shift; fi
-gpus="${GPUS:-$( (nvidia-smi --list-gpus 2>/dev/null || true) | wc -l)}"
-if (( gpus < 1 )); then
-  echo "error: no GPU found by nvidia-smi; set GPUS=N to run N workers" >&2
-  exit 2
-fi
+source "$(dirname "$0")/common.sh"
+require_gpus GPUS "to run N workers"
 read -r -a s2lpo <<< "${S2LPO:-s2lpo}"
 log_dir="${LOG_DIR:-logs}"
 (( dry_run )) || mkdir -p "$log_dir"

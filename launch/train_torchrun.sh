@@ -10,13 +10,8 @@
 # machine's NODE_RANK. --dry-run prints the torchrun command and starts nothing.
 set -euo pipefail
 
-dry_run=0
-if [[ "${1:-}" == "--dry-run" ]]; then dry_run=1; shift; fi
-nproc="${NPROC_PER_NODE:-$( (nvidia-smi --list-gpus 2>/dev/null || true) | wc -l)}"
-if (( nproc < 1 )); then
-  echo "error: no GPU found by nvidia-smi; set NPROC_PER_NODE=N (N CPU ranks on gloo)" >&2
-  exit 2
-fi
+source "$(dirname "$0")/common.sh"
+require_gpus NPROC_PER_NODE "(N CPU ranks on gloo)"
 nnodes="${NNODES:-1}"
 if (( nnodes == 1 )); then
   where=(--standalone)
@@ -25,7 +20,7 @@ else
   where=(--nnodes "$nnodes" --node-rank "$NODE_RANK" --rdzv-backend c10d
          --rdzv-endpoint "$MASTER_ADDR:${MASTER_PORT:-29500}")
 fi
-cmd=(torchrun "${where[@]}" --nproc-per-node "$nproc" -m pipeline.cli train "$@")
+cmd=(torchrun "${where[@]}" --nproc-per-node "$gpus" -m pipeline.cli train "$@")
 if (( dry_run )); then
   echo "${cmd[*]}"
   exit 0

@@ -173,18 +173,22 @@ def update(run, collected: Collected, step: int, timer: Timer) -> dict:
     sums: dict[str, float] = defaultdict(float)
     for order in orders:
         for mini in order.split(cfg.mini_batch_size):
-            mine = mini[(mini >= collected.offset) & (mini < collected.offset + n)] - collected.offset
+            mine = _local_rows(mini, collected.offset, n)
             _optimizer_step(run, inputs.select(mine), inputs.zero_weight(), len(mini), sums, step, timer)
     return _step_stats(_gather(d, collected.responses, rewards, adv), _reduce(d, sums), collected.online_tokens)
+
+
+def _local_rows(rows: torch.Tensor, offset: int, n: int) -> torch.Tensor:
+    """The global row indices that are this rank's (offset .. offset + n), as local indices."""
+    return rows[(rows >= offset) & (rows < offset + n)] - offset
 
 
 def _first_update_rows(first: torch.Tensor, offset: int, n: int) -> torch.Tensor:
     """(n,) bool: this rank's rows in the step's first mini-batch. Their old log-probs are
     the first update's own forward, detached (the weights have not moved yet), so the
     no-grad pass skips them: exact, and on CPU bit-identical to computing them apart."""
-    mine = first[(first >= offset) & (first < offset + n)] - offset
     fresh = torch.zeros(n, dtype=torch.bool)
-    fresh[mine] = True
+    fresh[_local_rows(first, offset, n)] = True
     return fresh
 
 

@@ -126,9 +126,11 @@ class BankReader:
                 self._submit((int(shard), g))
 
     def _submit(self, key: tuple[int, int]) -> Future:
-        """The decode of `key`: done already when cached, else pending (started now if needed)."""
+        """The decode of `key`: done already when cached (which marks it recently used), else
+        pending (started now if needed)."""
         with self._lock:
             if key in self._cache:
+                self._cache.move_to_end(key)
                 done: Future = Future()
                 done.set_result(self._cache[key])
                 return done
@@ -142,22 +144,19 @@ class BankReader:
         shard, group = key
         try:
             table = self._files[shard].read_row_group(group, columns=self.schema.names).cast(self.schema)
-        finally:
+        except BaseException:
             with self._lock:
                 self._pending.pop(key, None)
-        with self._lock:
+            raise
+        with self._lock:  # pending → cached in one step: no moment where a second decode could start
+            self._pending.pop(key, None)
             self._cache[key] = table
             if len(self._cache) > self._cache_size:
                 self._cache.popitem(last=False)
         return table
 
     def _row_group(self, shard: int, group: int) -> pa.Table:
-        key = (shard, group)
-        with self._lock:
-            if key in self._cache:
-                self._cache.move_to_end(key)
-                return self._cache[key]
-        return self._submit(key).result()
+        return self._submit((shard, group)).result()
 
     def close(self) -> None:
         """Stop the background decoder (pending decodes finish first)."""

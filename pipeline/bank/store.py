@@ -82,14 +82,18 @@ def check_claim(uri: str, identity: dict, *, worker_index: int = 0, num_workers:
     """What `BankWriter(uri, identity, …)` would refuse, refused now without writing
     bank.json (explore asks before loading its engine); True when the bank exists. A new
     bank's directory is created, so an unwritable path fails here too."""
-    if not 0 <= worker_index < num_workers:
-        raise UserError(f"--worker-index {worker_index} must be in 0..{num_workers - 1} (--num-workers {num_workers})")
+    _check_worker(worker_index, num_workers)
     loc = resolve(uri)
     if not exists(loc, IDENTITY_FILE):
         _make_dirs(loc)  # an unwritable path fails now; an empty directory is not a bank
         return False
     _check_identity(loc, read_json(loc, IDENTITY_FILE), identity)
     return True
+
+
+def _check_worker(worker_index: int, num_workers: int) -> None:
+    if not 0 <= worker_index < num_workers:
+        raise UserError(f"--worker-index {worker_index} must be in 0..{num_workers - 1} (--num-workers {num_workers})")
 
 
 def _make_dirs(loc) -> None:
@@ -111,8 +115,7 @@ class BankWriter:
     Creating one writes bank.json when the bank is new."""
 
     def __init__(self, uri: str, identity: dict, *, worker_index: int = 0, num_workers: int = 1) -> None:
-        if not 0 <= worker_index < num_workers:
-            raise UserError(f"--worker-index {worker_index} must be in 0..{num_workers - 1} (--num-workers {num_workers})")
+        _check_worker(worker_index, num_workers)
         self.loc = resolve(uri)
         self.identity = identity
         self.worker_index, self.num_workers = worker_index, num_workers
