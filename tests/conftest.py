@@ -39,3 +39,19 @@ def tiny_family(tmp_path_factory, char_tokenizer, tiny_model):
     problems = [Problem(f"p{i:03d}", task.question(tuple(n)), task.answer(tuple(n)), {}) for i, n in enumerate(nums)]
     write_problems_jsonl(problems, root / "train.jsonl")
     return root
+
+
+QWEN3_TOKENIZER = FIXTURES / "qwen3-tokenizer"
+
+
+@pytest.fixture(scope="session")
+def qwen3_tokenizer_dir(tmp_path_factory) -> Path:
+    """The real Qwen3 tokenizer and chat template (vendored, `tokenizer.json` xz-compressed)
+    unpacked into a directory `AutoTokenizer.from_pretrained` loads."""
+    import lzma
+    import shutil
+
+    out = tmp_path_factory.mktemp("qwen3-tokenizer")
+    (out / "tokenizer.json").write_bytes(lzma.decompress((QWEN3_TOKENIZER / "tokenizer.json.xz").read_bytes()))
+    shutil.copy(QWEN3_TOKENIZER / "tokenizer_config.json", out / "tokenizer_config.json")
+    return out
