@@ -235,6 +235,39 @@ def evaluate(params: Optional[Path] = ParamsOpt, overrides: list[str] = SetOpt,
 
 @app.command()
 @user_errors
+def rehearse(params: Path = typer.Option(..., "--params", "-p", dir_okay=False, help="The recipe to rehearse."),
+             out: Path = typer.Option(Path("data/rehearse"), "--out", "-o", help="Working directory (wiped first)."),
+             tokenizer: Optional[str] = typer.Option(None, "--tokenizer", help="Directory of the real tokenizer, "
+                                                     "when neither a model directory nor the hub has it."),
+             models: list[str] = typer.Option([], "--model", metavar="ID=DIR", help="A local directory holding "
+                                              "model ID's config and tokenizer (repeatable)."),
+             prompts: Optional[str] = typer.Option(None, "--prompts", help="Prompt file for explore and train, "
+                                                   "in place of the recipe's (e.g. when it is a hub dataset "
+                                                   "and this machine is offline).")) -> None:
+    """Run a recipe end to end on this CPU with tiny random stand-ins of its models (same architecture,
+    tokenizer, chat template and stop ids), then print one report; exit 1 if anything failed."""
+    from pipeline.rehearse.collect import collect
+    from pipeline.rehearse.run import check_recipe_file, format_report, rehearse as run_rehearsal, write_summary
+
+    check_recipe_file(params)
+    local = {}
+    for item in models:
+        name, sep, path = item.partition("=")
+        if not sep or not name or not path:
+            raise UserError(f"--model {item!r}: expected ID=DIR, e.g. --model Qwen/Qwen3-8B-Base=models/Qwen3-8B-Base")
+        local[name] = path
+    result = run_rehearsal(params, out=out, tokenizer=tokenizer, local_models=local, prompts=prompts, echo=typer.echo)
+    import yaml
+
+    report = format_report(result, **collect(result, yaml.safe_load((result.out / "rehearsal.yaml").read_text())))
+    write_summary(result, report)
+    typer.echo(report)
+    if not report.splitlines()[-1].startswith("REHEARSAL PASSED"):
+        raise typer.Exit(code=1)
+
+
+@app.command()
+@user_errors
 def diversity(runs: list[str] = typer.Argument(..., metavar="[LABEL=]DIR...",
                                                help="out_dirs of `s2lpo evaluate` runs, optionally labelled."),
               out: Path = typer.Option(..., "--out", "-o", help="Directory for the JSON, CSVs and PNG."),

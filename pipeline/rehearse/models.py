@@ -1,0 +1,136 @@
+"""Stand-ins: tiny random-weight models of the same architecture and tokenizer as the real ones.
+
+A stand-in keeps everything of the real model that the pipeline's code paths depend on —
+`model_type`, vocabulary size, special-token ids, stop ids (`generation_config.json`),
+rope settings, the tie setting, the tokenizer and its chat template — and shrinks only
+depth and width (1 layer, hidden 64 by default), so a recipe runs end to end on a CPU in
+minutes with the real tokenizer's 151k vocabulary.
+
+A random model almost never samples a stop id (1 in 151,936 per token), so every
+response would run to the length cap and the stop path would go untested. The stand-in
+therefore carries a *stop bias*: its head gives the stop ids extra logit through one
+channel of the residual stream (embedding column 0 set to 1 for every token, head
+column 0 raised on the stop rows), calibrated so that a response ends after about
+`mean_length` tokens at temperature 1, the first stop id taking about two thirds of the
+stops. Everything else stays random: responses are gibberish, rewards are 0.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pipeline.errors import UserError
+
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.json", "merges.txt", "special_tokens_map.json",
+                   "added_tokens.json", "tokenizer.model", "chat_template.jinja")
+HUB_FILES = ("config.json", "generation_config.json", "tokenizer.json", "tokenizer_config.json")
+# the fields a stand-in shrinks; every other config field is kept as the real model has it
+SHRINK = {"num_hidden_layers": 1, "hidden_size": 64, "intermediate_size": 128, "num_attention_heads": 4,
+          "num_key_value_heads": 2, "head_dim": 16}
+
+
+@dataclass(frozen=True)
+class RealModel:
+    """What a stand-in copies from a real model: its config, stop ids and tokenizer directory."""
+
+    name: str
+    config: dict[str, Any]
+    stop_ids: tuple[int, ...]  # generation_config.eos_token_id (int or list), in order
+    tokenizer_dir: str
+    source: str  # "local directory" | "hub" | "shipped config"
+
+
+def stop_ids_of(generation: dict[str, Any], config: dict[str, Any]) -> tuple[int, ...]:
+    """The stop ids generation_config lists (falling back to config.json's eos_token_id)."""
+    eos = generation.get("eos_token_id", config.get("eos_token_id"))
+    ids = [eos] if isinstance(eos, int) else list(eos or [])
+    return tuple(dict.fromkeys(int(i) for i in ids))
+
+
+def shrunk_config(config: dict[str, Any], *, layers: int = 1, hidden: int = 64) -> dict[str, Any]:
+    """The real config with depth and width shrunk; heads keep the real grouping ratio when they can."""
+    small = dict(config)
+    scale = hidden / SHRINK["hidden_size"]
+    small.update({k: int(v * (scale if k != "num_hidden_layers" else 1)) for k, v in SHRINK.items()})
+    small["num_hidden_layers"] = layers
+    if "layer_types" in small:  # per-layer attention kinds (sliding / full) must match the depth
+        small["layer_types"] = list(small["layer_types"])[:layers]
+    small.pop("max_window_layers", None)
+    small.pop("torch_dtype", None)
+    small.pop("dtype", None)
+    return small
+
+
+def build_stand_in(real: RealModel, out: str | Path, *, layers: int = 1, hidden: int = 64, seed: int = 0,
+                   mean_length: float = 32.0) -> Path:
+    """Write a tiny random model of `real`'s architecture, with its tokenizer and stop ids, to `out`."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, GenerationConfig
+
+    out = Path(out)
+    small = shrunk_config(real.config, layers=layers, hidden=hidden)
+    model_type = small.pop("model_type", None)
+    if not model_type:
+        raise UserError(f"{real.name}: its config.json has no model_type; give a model directory with a full config")
+    config = AutoConfig.for_model(model_type, **{k: v for k, v in small.items() if k not in ("architectures",)})
+    torch.manual_seed(seed)
+    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32).eval()
+    _shape_logits(model, real.stop_ids, mean_length=mean_length)
+    model.save_pretrained(out, safe_serialization=True)
+    GenerationConfig(eos_token_id=list(real.stop_ids), bos_token_id=real.config.get("bos_token_id"),
+                     pad_token_id=real.config.get("pad_token_id")).save_pretrained(out)
+    AutoTokenizer.from_pretrained(real.tokenizer_dir).save_pretrained(out)
+    (out / "stand_in.json").write_text(json.dumps({"real_model": real.name, "source": real.source,
+                                                   "layers": layers, "hidden": hidden, "seed": seed,
+                                                   "stop_ids": list(real.stop_ids), "mean_length": mean_length}))
+    return out
+
+
+def _shape_logits(model, stop_ids: tuple[int, ...], *, mean_length: float, spread: float = 3.0) -> None:
+    """Make the random model's next-token distribution LM-like and give it a calibrated stop rate.
+
+    1. Each block's output projections are scaled up so the residual stream is a random
+       function of the context, not the current token's embedding (a tied head would
+       otherwise repeat the last token).
+    2. Channel 0 of the residual is a constant 10 (embedding column 0), which the head
+       reads only on the stop rows: a stop logit independent of the context.
+    3. The final norm's gain on the other channels is set so the non-stop logits have a
+       standard deviation of `spread` (real LMs: 2–4), so that top-k / top-p sampling and
+       full sampling see similar mass in the top tokens.
+    4. The stop rows' channel-0 weights are set so that, measured over random contexts,
+       the stop ids together take 1/mean_length of the probability at temperature 1,
+       two thirds of it on the first stop id.
+    """
+    import torch
+
+    if not stop_ids:
+        return
+    base = model.base_model
+    emb, head = model.get_input_embeddings().weight, model.get_output_embeddings().weight
+    vocab, tied = head.shape[0], head.data_ptr() == emb.data_ptr()
+    stops = torch.tensor(stop_ids)
+    probe = torch.randint(0, vocab, (8, 64), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name.endswith(("o_proj.weight", "down_proj.weight")):
+                p.mul_(50.0)
+        emb[:, 0] = 10.0
+        if not tied:
+            head[:, 0] = 0.0
+        norm = base.norm.weight
+        logits = model(input_ids=probe).logits
+        others = torch.ones(vocab, dtype=torch.bool)
+        others[stops] = False
+        norm[1:] *= spread / float(logits[..., others].std(-1).mean())
+        logits = model(input_ids=probe).logits
+        lse = float(torch.logsumexp(logits[..., others], -1).mean())
+        n0 = float(model.base_model(input_ids=probe).last_hidden_state[..., 0].mean())  # after the norm
+        shares = [2 / 3] + [1 / 3 / (len(stop_ids) - 1)] * (len(stop_ids) - 1) if len(stop_ids) > 1 else [1.0]
+        for sid, share in zip(stop_ids, shares):
+            target = lse - math.log(mean_length - 1) + math.log(share)
+            rest = float(logits[..., sid].mean()) - float(head[sid, 0]) * n0
+            head[sid, 0] = (target - rest) / n0

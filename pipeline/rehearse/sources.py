@@ -1,0 +1,73 @@
+"""Where a rehearsal finds a real model's config and tokenizer (never its weights).
+
+The config comes from `pipeline.model_configs.model_config` (a local directory, the hub
+cache or the hub, or the configs shipped for the recipe's models). The tokenizer, in
+order: `--model ID=DIR` or the model directory itself; the hub cache, or the hub when it
+is reachable (tokenizer files only); the `--tokenizer DIR` given. Nothing found: one line
+saying what to download.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pipeline.errors import UserError
+from pipeline.rehearse.models import RealModel, stop_ids_of
+
+TOKENIZER_REQUIRED = ("tokenizer_config.json",)
+TOKENIZER_OPTIONAL = ("tokenizer.json", "vocab.json", "merges.txt", "special_tokens_map.json", "chat_template.jinja")
+
+
+def has_tokenizer(path: Path) -> bool:
+    return path.is_dir() and (path / "tokenizer_config.json").is_file() and (
+        (path / "tokenizer.json").is_file() or (path / "vocab.json").is_file() or (path / "tokenizer.model").is_file())
+
+
+def resolve_real_model(name: str, *, local: str | None = None, tokenizer: str | None = None) -> RealModel:
+    """Config, stop ids and tokenizer directory of the model the recipe calls `name`."""
+    from pipeline.model_configs import model_config
+
+    found = model_config(local or name, key=f"model {name}")
+    tok = _tokenizer_dir(name, local, tokenizer)
+    return RealModel(name=name, config=found.config, stop_ids=stop_ids_of(found.generation, found.config),
+                     tokenizer_dir=tok, source=found.source.value)
+
+
+def _tokenizer_dir(name: str, local: str | None, tokenizer: str | None) -> str:
+    for candidate in (local, name):
+        if candidate and has_tokenizer(Path(candidate)):
+            return candidate
+    cached = _hub_tokenizer(name)
+    if cached:
+        return cached
+    if tokenizer:
+        if not has_tokenizer(Path(tokenizer)):
+            raise UserError(f"--tokenizer {tokenizer}: no tokenizer_config.json with tokenizer.json/vocab.json there; "
+                            "give the directory of the real model's tokenizer files")
+        return tokenizer
+    raise UserError(f"{name}: no tokenizer here and the hub is not reachable; run `huggingface-cli download {name} "
+                    "config.json generation_config.json tokenizer.json tokenizer_config.json --local-dir "
+                    f"models/{name.split('/')[-1]}` where it is, then pass --model {name}=models/{name.split('/')[-1]}"
+                    " (or --tokenizer DIR)")
+
+
+def _hub_tokenizer(name: str) -> str | None:
+    """The directory of the model's tokenizer files in the hub cache (downloading them when online)."""
+    from pipeline.model_configs import hub_reachable, is_hub_id, offline
+
+    if not is_hub_id(name):
+        return None
+    from huggingface_hub import try_to_load_from_cache
+
+    cached = try_to_load_from_cache(name, "tokenizer_config.json")
+    if isinstance(cached, str) and has_tokenizer(Path(cached).parent):
+        return str(Path(cached).parent)
+    if offline() or not hub_reachable():
+        return None
+    from huggingface_hub import snapshot_download
+
+    try:
+        return snapshot_download(name, allow_patterns=[*TOKENIZER_REQUIRED, *TOKENIZER_OPTIONAL])
+    except Exception as exc:  # noqa: BLE001 — any hub failure means "not from the hub"; the caller says what to do
+        del exc
+        return None
