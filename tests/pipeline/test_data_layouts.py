@@ -221,23 +221,52 @@ class RecordingEngine:
         return out
 
 
-def test_evaluate_sends_the_system_turn_and_scores_per_source(qwen3, validation):
-    from pipeline.evaluate.config import EvaluateConfig
-    from pipeline.evaluate.results import benchmark_metrics
-    from pipeline.evaluate.run import Benchmark, sample_benchmark
+def _score(responses, golds):
     from pipeline.verifier import score_response
 
+    return [score_response(r, g) for r, g in zip(responses, golds)]
+
+
+def test_evaluate_and_periodic_eval_send_the_system_turn(qwen3, tmp_path):
+    from pipeline.engines import SamplingParams
+    from pipeline.evaluate.config import EvaluateConfig
+    from pipeline.evaluate.run import Benchmark, sample_benchmark
+    from pipeline.evaluation import correct_counts
+
+    one_source = [("aime", q, a) for _, q, a in VALIDATION]  # distinct indexes 0..4: loads before and after
+    path = tmp_path / "one.jsonl"
+    path.write_text("".join(json.dumps(row) + "\n" for row in verl_rows(one_source)))
+    problems = load_problems(str(path))
+    want = [f"<|im_start|>system\n{SYSTEM}<|im_end|>\n<|im_start|>user\n{q}<|im_end|>\n" + NO_THINK
+            for _, q, _ in VALIDATION]
+    engine = RecordingEngine([p.answer for p in problems])
     cfg = EvaluateConfig(template="auto", samples=2, scoring_workers=0)
-    engine = RecordingEngine([p.answer for p in validation])
-    bench = Benchmark("valid", "valid.parquet", tuple(validation))
-    results = sample_benchmark(engine, qwen3, bench, cfg,
-                               scorer=lambda rs, gs: [score_response(r, g) for r, g in zip(rs, gs)])
-    first = qwen3.decode(engine.prompts[0])
-    assert first.startswith(f"<|im_start|>system\n{SYSTEM}<|im_end|>\n<|im_start|>user\n")
-    assert [ids.count(IM_START) for ids in engine.prompts] == [3] * 5  # system, user, assistant
-    assert all(r.n_correct == 2 for r in results)  # \frac{5}{6} and the \left( … \right) pair included
+    results = sample_benchmark(engine, qwen3, Benchmark("one", str(path), tuple(problems)), cfg, scorer=_score)
+    assert [qwen3.decode(ids) for ids in engine.prompts] == want
+    assert [r.n_correct for r in results] == [2] * 5  # \frac{5}{6} and the \left( … \right) pair included
+    engine = RecordingEngine([p.answer for p in problems])  # the trainer's periodic evaluation
+    counts = correct_counts(engine, qwen3, problems, SamplingParams(n=1, max_new_tokens=4), template="auto",
+                            scorer=_score)
+    assert [qwen3.decode(ids) for ids in engine.prompts] == want and counts.tolist() == [1] * 5
+
+
+def test_evaluate_scores_a_validation_file_per_source(qwen3, validation):
+    from pipeline.evaluate.config import EvaluateConfig
+    from pipeline.evaluate.results import benchmark_metrics, format_metrics
+    from pipeline.evaluate.run import Benchmark, sample_benchmark
+
+    golds = [p.answer if p.meta["data_source"] != "amc" else "0" for p in validation]  # amc answered wrong
+    cfg = EvaluateConfig(template="auto", samples=2, scoring_workers=0)
+    results = sample_benchmark(RecordingEngine(golds), qwen3, Benchmark("valid", "v", tuple(validation)), cfg,
+                               scorer=_score)
     metrics = benchmark_metrics(results, [1, 2])
-    assert set(metrics) == {"all", "data_source=aime", "data_source=amc", "data_source=math500", "stats"}
+    assert metrics["all"] == {"pass@1": 0.6, "pass@2": 0.6}
+    assert metrics["data_source=aime"] == metrics["data_source=math500"] == {"pass@1": 1.0, "pass@2": 1.0}
+    assert metrics["data_source=amc"] == {"pass@1": 0.0, "pass@2": 0.0}
+    assert list(metrics) == ["all", "data_source=aime", "data_source=amc", "data_source=math500", "stats"]
+    table = format_metrics({"valid": metrics}).splitlines()
+    assert table[2].split() == ["valid", "all", "60.0", "60.0"] and table[4].split() == ["valid", "data_source=amc",
+                                                                                         "0.0", "0.0"]
 
 
 @pytest.mark.parametrize("name", RECIPE_SOURCES)
