@@ -285,7 +285,7 @@ def _answer_text(source: str, where: str, fields: _Fields, raw_answer: Any) -> s
     if gold is None:
         raise UserError(
             f"{source} {where}: answer field {fields.answer!r} does not end in a '#### N' line (layout gsm8k); "
-            "fix the row, or set layout: qa to use the whole answer"
+            "fix the row, or --set layout=qa to keep the whole solution as the answer"
         )
     return gold
 
