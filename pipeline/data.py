@@ -2,24 +2,31 @@
 
 Every stage that reads math problems — the explorer building its bank, the learner's
 GRPO loop, evaluation — goes through `load_problems`, so they all agree on what a
-problem's id, question and ground-truth answer are.
-
-Sources: a local `.jsonl` / `.json` / `.parquet` file, a directory of parquet files,
-or a Hugging Face hub dataset id (`owner/name`, read with `datasets.load_dataset`).
-Local files are read directly (json / pyarrow) and never touch the network.
+problem's id, question, system text and ground-truth answer are. Rows are read by
+`pipeline.data_rows` (local `.jsonl` / `.json` / `.parquet`, a parquet directory, or a
+hub dataset id).
 
 Layouts (`Layout`):
-- `qa`   — flat rows with `question` (or `problem`) and `answer` (AIME, MATH-500).
-- `verl` — DAPO-Math-17k's verl rows: `prompt` is a chat list whose last user
-  message is the question, the answer is `reward_model.ground_truth`, the id is
-  `extra_info.index`.
-- `auto` — chosen from the first row's keys.
+- `qa`    — flat rows with `question` (or `problem`) and `answer` (AIME, MATH-500); the
+  id is `id` (or `unique_id`); an optional top-level `system` string is the system text.
+- `gsm8k` — GSM8K as published: `question`, and `answer` = the solution text ending in a
+  line `#### N`; the gold answer is N with thousands commas removed (`#### 1,234` → `1234`).
+- `verl`  — verl / LUFFY rows (DAPO-Math-17k, multi-benchmark validation files): `prompt` is
+  a chat list whose last user message is the question and whose system message(s) are the
+  system text, the answer is `reward_model.ground_truth`, the id is `extra_info.index`.
+  A numeric index (verl's per-source row counter, which restarts at 0 for each
+  `data_source`) is qualified by the row's `data_source`: id `aime/0`, `math500/0`, so a
+  file holding several benchmarks loads; other indexes (DAPO's UUIDs) are kept as they are.
+- `auto`  — chosen from the first row's keys: `verl` for a chat-list `prompt` with a
+  `reward_model`, `gsm8k` for a `question` whose `answer` ends in `#### N`, else `qa`.
 
 Invariants of the returned list:
-- ids are unique: the id field stringified, else `question_hash_id(question)`;
-- no two problems share a whitespace-normalised question when `dedup=True` (the
-  first row wins; DAPO-Math-17k repeats every prompt ~100 times);
-- a question that appears with two different answers is an error, never a coin flip.
+- ids are unique: the id field stringified (qualified as above), else `question_hash_id(question)`;
+- no two problems of one `data_source` (or of a file without one) share a
+  whitespace-normalised question when `dedup=True` (the first row wins; DAPO-Math-17k
+  repeats every prompt ~100 times); the same question under two sources is kept twice;
+- a question that appears with two different answers (within a source) is an error,
+  never a coin flip.
 """
 
 from __future__ import annotations
@@ -35,17 +42,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pipeline.data_rows import iter_rows
 from pipeline.errors import UserError
 
 _MISSING = object()
 _SCALARS = (str, int, float, bool, type(None))
-_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
-_LOCAL_SUFFIXES = (".jsonl", ".json", ".parquet")
 _QA_QUESTION_FIELDS = ("question", "problem")
 _QA_ID_FIELDS = ("id", "unique_id")
 _VERL_QUESTION_FIELD = "prompt"
 _VERL_ANSWER_FIELD = "reward_model.ground_truth"
 _VERL_ID_FIELD = "extra_info.index"
+_SOURCE_FIELD = "data_source"
+_SYSTEM_FIELD = "system"
+_GSM8K_FINAL = re.compile(r"(?:^|\n)####[ \t]*([^\n]*?)\s*$")  # the solution's last line, `#### N`
 
 
 @dataclass(frozen=True)
@@ -54,13 +63,16 @@ class Problem:
 
     `meta` holds the row's other top-level scalar fields (e.g. `exam`, `level`,
     `flawed`, `data_source`). It is excluded from hashing so a `Problem` stays
-    hashable; treat it as read-only.
+    hashable; treat it as read-only. `system` is the row's system text (a verl chat
+    list's system message, or a qa row's `system` field), rendered by
+    `pipeline.prompts.render_problems` as the chat template's system turn.
     """
 
     id: str
     question: str
     answer: str
     meta: dict = field(default_factory=dict, hash=False)
+    system: str | None = None
 
 
 class Layout(str, enum.Enum):
@@ -69,15 +81,22 @@ class Layout(str, enum.Enum):
     AUTO = "auto"
     QA = "qa"
     VERL = "verl"
+    GSM8K = "gsm8k"
 
 
 @dataclass(frozen=True)
 class _Fields:
-    """Resolved dotted paths of the question, answer and (optional) id fields."""
+    """Resolved dotted paths of the question, answer and (optional) id fields.
+
+    `layout` is the resolved layout (never AUTO once resolved); `qualify_ids` is set for
+    the verl layout's own id field, whose numeric indexes get the `data_source/` prefix.
+    """
 
     question: str
     answer: str
     id: str | None
+    layout: Layout = Layout.QA
+    qualify_ids: bool = False
 
 
 def normalise_question(question: str) -> str:
@@ -88,6 +107,13 @@ def normalise_question(question: str) -> str:
 def question_hash_id(question: str) -> str:
     """Stable id for a problem without one: first 16 hex of sha1(normalised question)."""
     return hashlib.sha1(normalise_question(question).encode("utf-8")).hexdigest()[:16]
+
+
+def gsm8k_gold(solution: str) -> str | None:
+    """N from a GSM8K solution ending in the line `#### N`, commas removed; None without one."""
+    match = _GSM8K_FINAL.search(solution)
+    gold = match.group(1).replace(",", "").strip() if match else ""
+    return gold or None
 
 
 def load_problems(
@@ -108,10 +134,12 @@ def load_problems(
             or a hub dataset id `owner/name` (any string that is not an existing path).
         split: hub split, or for a parquet directory the `<split>-*.parquet` files
             when such files exist. Ignored for single files.
-        layout: `auto`, `qa` or `verl` (see `Layout`).
+        layout: `auto`, `qa`, `verl` or `gsm8k` (see `Layout`).
         question_field / answer_field / id_field: dotted paths (`reward_model.ground_truth`)
             overriding the layout's fields. A question field holding a chat list takes
-            the last user message.
+            the last user message (and its system messages as the system text). An id
+            field of `""` gives every problem its question-hash id; an explicit id field
+            is used verbatim (no `data_source/` prefix).
         dedup: drop rows whose whitespace-normalised question was already seen
             (first wins). Same question with different answers is an error either way.
         limit: keep only the first `limit` problems (after dedup); later rows are not read.
@@ -128,7 +156,7 @@ def load_problems(
     if limit is not None and limit < 1:
         raise UserError(f"{source}: limit must be a positive integer, got {limit!r}")
     overrides = _Fields(question_field or "", answer_field or "", id_field)
-    rows = _iter_rows(source, split=split)
+    rows = iter_rows(source, split=split)
     problems = _collect(source, rows, layout_kind, overrides, dedup=dedup, limit=limit)
     if not problems:
         raise UserError(f"{source}: no problems found (empty prompt set); check the file and split {split!r}")
@@ -153,7 +181,7 @@ def _collect(
         if fields is None:
             fields = _resolve_fields(source, row, layout, overrides)
         problem = _row_to_problem(source, where, row, fields)
-        key = normalise_question(problem.question)
+        key = _dedup_key(problem)
         first = by_question.get(key)
         if first is not None and normalise_question(first.answer) != normalise_question(problem.answer):
             raise UserError(
@@ -165,8 +193,8 @@ def _collect(
         seen_question = by_id.get(problem.id)
         if seen_question is not None and seen_question != key:
             raise UserError(
-                f"{source}: id {problem.id!r} is used by two different questions ({where}); "
-                "make ids unique or set id_field to another field"
+                f"{source}: id {problem.id!r} is used by two different questions ({where}); make the ids "
+                "unique, or set id_field to a unique field (--set id_field=FIELD; --set id_field= hashes the question)"
             )
         by_question.setdefault(key, problem)
         by_id[problem.id] = key
@@ -174,6 +202,14 @@ def _collect(
         if limit is not None and len(problems) >= limit:
             break
     return problems
+
+
+def _dedup_key(problem: Problem) -> str:
+    """The normalised question, within its `data_source` when the row names one (a question
+    that two benchmarks of one validation file share stays in both)."""
+    data_source = problem.meta.get(_SOURCE_FIELD)
+    prefix = f"{data_source}\x00" if isinstance(data_source, str) and data_source else ""
+    return prefix + normalise_question(problem.question)
 
 
 def _resolve_fields(source: str, row: dict, layout: Layout, overrides: _Fields) -> _Fields:
@@ -190,19 +226,25 @@ def _resolve_fields(source: str, row: dict, layout: Layout, overrides: _Fields) 
         question=overrides.question or defaults.question,
         answer=overrides.answer or defaults.answer,
         id=overrides.id if overrides.id is not None else defaults.id,
+        layout=layout,
+        qualify_ids=layout is Layout.VERL and overrides.id is None,
     )
 
 
 def _detect_layout(source: str, row: dict, overrides: _Fields) -> Layout:
-    """`verl` when the row has a chat-list `prompt` and a `reward_model`, else `qa`."""
+    """`verl` for a chat-list `prompt` with a `reward_model`; `gsm8k` for an answer ending
+    in `#### N` (unless answer_field is set); else `qa`."""
     if isinstance(row.get("prompt"), list) and "reward_model" in row:
         return Layout.VERL
+    answer = row.get("answer")
+    if not overrides.answer and "question" in row and isinstance(answer, str) and gsm8k_gold(answer):
+        return Layout.GSM8K
     if overrides.question or any(name in row for name in _QA_QUESTION_FIELDS):
         return Layout.QA
     keys = ", ".join(sorted(row)) or "none"
     raise UserError(
         f"{source}: cannot detect the layout from the first row's fields ({keys}); "
-        "set layout (qa or verl) or question_field=/answer_field="
+        "set layout (qa, gsm8k or verl) or question_field=/answer_field="
     )
 
 
@@ -212,27 +254,53 @@ def _row_to_problem(source: str, where: str, row: dict, fields: _Fields) -> Prob
     if raw_question is _MISSING or raw_question is None:
         raise UserError(
             f"{source} {where}: no question field {fields.question!r}; "
-            "set question_field= (e.g. --set <stage>.question_field=problem)"
+            "set question_field (e.g. --set question_field=problem)"
         )
-    question = _question_text(source, where, fields.question, raw_question)
-    raw_answer = _get_path(row, fields.answer)
+    question, system = _question_text(source, where, fields.question, raw_question)
+    if system is None and isinstance(row.get(_SYSTEM_FIELD), str) and row[_SYSTEM_FIELD].strip():
+        system = row[_SYSTEM_FIELD]
+    answer = _answer_text(source, where, fields, _get_path(row, fields.answer))
+    used = {fields.question.split(".")[0], fields.answer.split(".")[0], _SYSTEM_FIELD}
+    if fields.id:
+        used.add(fields.id.split(".")[0])
+    meta = {key: value for key, value in row.items() if key not in used and isinstance(value, _SCALARS)}
+    return Problem(id=_problem_id(row, fields, question), question=question, answer=answer, meta=meta, system=system)
+
+
+def _answer_text(source: str, where: str, fields: _Fields, raw_answer: Any) -> str:
+    """The gold answer as a stripped string (for `gsm8k`, the N of `#### N`)."""
     if raw_answer is _MISSING or raw_answer is None or not str(raw_answer).strip():
         raise UserError(
             f"{source} {where}: no answer field {fields.answer!r}; "
-            "set answer_field= (e.g. --set <stage>.answer_field=reward_model.ground_truth)"
+            "set answer_field (e.g. --set answer_field=reward_model.ground_truth)"
         )
     if not isinstance(raw_answer, (str, int, float)) or isinstance(raw_answer, bool):
         raise UserError(
             f"{source} {where}: answer field {fields.answer!r} is a {type(raw_answer).__name__}, "
-            "expected a string or number; point answer_field= at the scalar answer"
+            "expected a string or number; point answer_field at the scalar answer"
         )
+    if fields.layout is not Layout.GSM8K:
+        return str(raw_answer).strip()
+    gold = gsm8k_gold(str(raw_answer))
+    if gold is None:
+        raise UserError(
+            f"{source} {where}: answer field {fields.answer!r} does not end in a '#### N' line (layout gsm8k); "
+            "fix the row, or --set layout=qa to keep the whole solution as the answer"
+        )
+    return gold
+
+
+def _problem_id(row: dict, fields: _Fields, question: str) -> str:
+    """The id field stringified — `data_source/index` for a verl row's numeric index — else
+    the question's hash id."""
     raw_id = _get_path(row, fields.id) if fields.id else _MISSING
-    problem_id = question_hash_id(question) if raw_id in (_MISSING, None, "") else str(raw_id)
-    used = {fields.question.split(".")[0], fields.answer.split(".")[0]}
-    if fields.id:
-        used.add(fields.id.split(".")[0])
-    meta = {key: value for key, value in row.items() if key not in used and isinstance(value, _SCALARS)}
-    return Problem(id=problem_id, question=question, answer=str(raw_answer).strip(), meta=meta)
+    if raw_id is _MISSING or raw_id is None or raw_id == "":
+        return question_hash_id(question)
+    data_source = row.get(_SOURCE_FIELD)
+    counter = (isinstance(raw_id, int) and not isinstance(raw_id, bool)) or (isinstance(raw_id, str) and raw_id.isdigit())
+    if fields.qualify_ids and counter and isinstance(data_source, str) and data_source:
+        return f"{data_source}/{raw_id}"
+    return str(raw_id)
 
 
 def _get_path(row: dict, path: str) -> Any:
@@ -245,137 +313,33 @@ def _get_path(row: dict, path: str) -> Any:
     return node
 
 
-def _question_text(source: str, where: str, name: str, value: Any) -> str:
-    """A question string, or the last user message of a chat list (verl `prompt`)."""
+def _question_text(source: str, where: str, name: str, value: Any) -> tuple[str, str | None]:
+    """(question, system): a question string, or the last user message of a chat list
+    (verl `prompt`) with its system messages joined by a blank line (None without one)."""
+    system = None
     if isinstance(value, list):
-        users = [m.get("content") for m in value if isinstance(m, dict) and m.get("role") == "user"]
+        messages = [m for m in value if isinstance(m, dict)]
+        users = [m.get("content") for m in messages if m.get("role") == "user"]
+        systems = [m["content"] for m in messages if m.get("role") == "system" and isinstance(m.get("content"), str)]
+        system = "\n\n".join(s for s in systems if s.strip()) or None
         value = users[-1] if users else None
     if not isinstance(value, str) or not value.strip():
         raise UserError(
             f"{source} {where}: question field {name!r} is not a non-empty string or a chat "
-            "list with a user message; set question_field= to the question text"
+            "list with a user message; set question_field to the question text"
         )
-    return value
-
-
-# --- row readers: each yields (human-readable location, row dict) --------------------
-
-
-def _iter_rows(source: str, *, split: str) -> Iterator[tuple[str, dict]]:
-    """Dispatch on the source kind; raises UserError for a missing or unsupported path."""
-    path = Path(source)
-    if path.is_dir():
-        return _iter_parquet_dir(path, split=split)
-    if path.is_file():
-        readers = {".jsonl": _iter_jsonl, ".json": _iter_json, ".parquet": _iter_parquet}
-        reader = readers.get(path.suffix.lower())
-        if reader is None:
-            raise UserError(f"{path}: unsupported file type; give a .jsonl, .json or .parquet file")
-        return reader(path)
-    if _HUB_ID.match(source) and not source.lower().endswith(_LOCAL_SUFFIXES):
-        return _iter_hub(source, split=split)
-    raise UserError(f"{source}: file not found; check the path (or give a hub dataset id owner/name)")
-
-
-def _iter_jsonl(path: Path) -> Iterator[tuple[str, dict]]:
-    """Rows of a JSON-lines file; blank lines are skipped, bad lines name their number."""
-    try:
-        handle = path.open(encoding="utf-8")
-    except OSError as exc:
-        raise UserError(f"{path}: cannot be read ({exc.strerror}); check permissions") from None
-    with handle:
-        try:
-            for lineno, line in enumerate(handle, start=1):
-                if not line.strip():
-                    continue
-                yield f"line {lineno}", _parse_json_line(path, lineno, line)
-        except UnicodeDecodeError:
-            raise UserError(f"{path}: not UTF-8 text; re-save the file as UTF-8 JSON lines") from None
-
-
-def _parse_json_line(path: Path, lineno: int, line: str) -> dict:
-    """One JSONL line as a dict, or a UserError naming file and line."""
-    try:
-        row = json.loads(line)
-    except json.JSONDecodeError as exc:
-        raise UserError(f"{path}:{lineno}: not valid JSON ({exc.msg}); fix or remove the line") from None
-    if not isinstance(row, dict):
-        raise UserError(f"{path}:{lineno}: expected a JSON object per line, got {type(row).__name__}")
-    return row
-
-
-def _iter_json(path: Path) -> Iterator[tuple[str, dict]]:
-    """Rows of a JSON file holding a list of objects (or `{"data": [...]}`)."""
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        detail = f"line {exc.lineno}: {exc.msg}" if isinstance(exc, json.JSONDecodeError) else "not UTF-8"
-        raise UserError(f"{path}: not valid JSON ({detail}); fix the file or use JSON lines") from None
-    if isinstance(data, dict) and isinstance(data.get("data"), list):
-        data = data["data"]
-    if not isinstance(data, list):
-        raise UserError(f"{path}: expected a JSON list of objects (or {{\"data\": [...]}})")
-    for index, row in enumerate(data, start=1):
-        if not isinstance(row, dict):
-            raise UserError(f"{path}: item {index} is a {type(row).__name__}, expected a JSON object")
-        yield f"item {index}", row
-
-
-def _iter_parquet(path: Path, *, label: str = "") -> Iterator[tuple[str, dict]]:
-    """Rows of one parquet file, read in record batches."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    try:
-        parquet = pq.ParquetFile(path)
-    except (pa.ArrowException, OSError) as exc:
-        raise UserError(f"{path}: not a readable parquet file ({exc}); re-export it") from None
-    index = 0
-    for batch in parquet.iter_batches(batch_size=4096):
-        for row in batch.to_pylist():
-            index += 1
-            yield f"{label}row {index}", row
-
-
-def _iter_parquet_dir(path: Path, *, split: str) -> Iterator[tuple[str, dict]]:
-    """Rows of every parquet file under `path` (only `<split>-*` files when any exist)."""
-    files = sorted(path.rglob("*.parquet"))
-    in_split = [f for f in files if f.name.startswith(f"{split}-") or f.stem == split]
-    files = in_split or files
-    if not files:
-        raise UserError(f"{path}: directory has no .parquet files; give a data file or a parquet directory")
-    for file in files:
-        yield from _iter_parquet(file, label=f"{file.relative_to(path)} ")
-
-
-def _iter_hub(source: str, *, split: str) -> Iterator[tuple[str, dict]]:
-    """Rows of a hub dataset split, via `datasets.load_dataset` (arrow batches)."""
-    import datasets
-
-    try:
-        dataset = datasets.load_dataset(source, split=split)
-    except (OSError, ValueError, datasets.exceptions.DatasetsError) as exc:
-        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise UserError(
-            f"{source}: hub dataset (split {split!r}) could not be loaded ({reason}); "
-            "check the id and network, or give a local .jsonl/.parquet path instead"
-        ) from None
-    index = 0
-    for table in dataset.with_format("arrow").iter(batch_size=4096):
-        for row in table.to_pylist():
-            index += 1
-            yield f"row {index}", row
+    return value, system
 
 
 # --- writing and fingerprinting ------------------------------------------------------
 
 
 def write_problems_jsonl(problems: Iterable[Problem], path: str | Path) -> Path:
-    """Write problems as JSON lines (`id`, `question`, `answer`, then meta), atomically.
+    """Write problems as JSON lines (`id`, `question`, `answer`, `system` when set, then meta), atomically.
 
     The file appears complete or not at all: rows go to a temp file in the same
     directory, which then replaces `path`. `load_problems(path)` reads it back
-    unchanged (meta keys named id/question/answer are dropped).
+    unchanged (meta keys named id/question/answer/system are dropped).
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -384,6 +348,8 @@ def write_problems_jsonl(problems: Iterable[Problem], path: str | Path) -> Path:
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
             for problem in problems:
                 row = {"id": problem.id, "question": problem.question, "answer": problem.answer}
+                if problem.system is not None:
+                    row[_SYSTEM_FIELD] = problem.system
                 row.update({k: v for k, v in problem.meta.items() if k not in row})
                 handle.write(json.dumps(row, ensure_ascii=False) + "\n")
         os.replace(tmp_name, path)
@@ -394,10 +360,14 @@ def write_problems_jsonl(problems: Iterable[Problem], path: str | Path) -> Path:
 
 
 def problem_set_fingerprint(problems: Iterable[Problem]) -> str:
-    """sha256 hex over the (id, question, answer) triples in order; meta is ignored."""
+    """sha256 hex over the (id, question, answer[, system]) tuples in order; meta is ignored.
+
+    The system text enters only when a problem has one, so sets without system text keep
+    the fingerprints they always had."""
     digest = hashlib.sha256()
     for problem in problems:
-        digest.update(json.dumps([problem.id, problem.question, problem.answer]).encode("utf-8"))
+        item = [problem.id, problem.question, problem.answer] + ([problem.system] if problem.system is not None else [])
+        digest.update(json.dumps(item).encode("utf-8"))
         digest.update(b"\n")
     return digest.hexdigest()
 

@@ -14,7 +14,7 @@ import numpy as np
 from pipeline.data import Problem
 from pipeline.engines import Engine, SamplingParams
 from pipeline.passk import mean_pass_at_k
-from pipeline.prompts import render_prompt
+from pipeline.prompts import render_problems
 from pipeline.verifier import Score, score_response
 
 Scorer = Callable[[Sequence[str], Sequence[str]], list[Score]]
@@ -34,7 +34,7 @@ def powers_of_two(n: int) -> list[int]:
 def correct_counts(engine: Engine, tokenizer, problems: Sequence[Problem], params: SamplingParams, *,
                    template: str, scorer: Scorer = score_in_process) -> np.ndarray:
     """Number of correct responses among `params.n` samples, per problem."""
-    texts = [render_prompt(tokenizer, p.question, template=template) for p in problems]
+    texts = render_problems(tokenizer, problems, template=template)
     prompt_ids = tokenizer(texts, add_special_tokens=True)["input_ids"]
     groups = engine.generate(prompt_ids, params)
     responses = [c.text for group in groups for c in group]

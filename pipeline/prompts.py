@@ -16,6 +16,11 @@ Chat templates are applied with one user message (after an optional system messa
 and `add_generation_prompt=True`; `enable_thinking=False` is passed only when the
 template text mentions `enable_thinking` (Qwen3), so other templates never see it.
 For format templates a `system` text is prepended, followed by a blank line.
+
+A problem's own system text (`Problem.system`: a verl chat list's system message) is
+rendered by `render_problems`: as the system turn of a chat template (Qwen3:
+`<|im_start|>system\n…<|im_end|>\n<|im_start|>user\n…`), or, for `plain` and format
+templates, as that preamble: `system + "\n\n" + template.format(question=…)`.
 """
 
 from __future__ import annotations
@@ -103,6 +108,16 @@ def render_prompts(
     """`render_prompt` for many questions (the template is resolved once)."""
     resolved = resolve_template(tokenizer, template)
     return [_render(tokenizer, resolved, question, system) for question in questions]
+
+
+def render_problems(tokenizer: Any, problems: Iterable[Any], *, template: str = "auto") -> list[str]:
+    """Render `pipeline.data.Problem`s, each with its own system text (`problem.system`).
+
+    This is what the explorer, the learner and evaluation render, so a verl row's system
+    message reaches the prompt the same way in every stage.
+    """
+    resolved = resolve_template(tokenizer, template)
+    return [_render(tokenizer, resolved, p.question, p.system) for p in problems]
 
 
 def template_fingerprint(tokenizer: Any, template: str, *, system: str | None = None) -> str:

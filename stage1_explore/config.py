@@ -23,9 +23,10 @@ class ExploreConfig:
 
     prompts: str = "data/testbed/train.jsonl"  # local .jsonl/.parquet or a hub dataset id
     split: str = "train"
-    layout: str = "auto"  # auto | qa | verl (see pipeline.data)
+    layout: str = "auto"  # auto | qa | gsm8k | verl (see pipeline.data)
     question_field: Optional[str] = None
     answer_field: Optional[str] = None
+    id_field: Optional[str] = None  # None = the layout's; "" = question-hash ids
     limit: Optional[int] = None  # first N prompts after dedup (None = all)
     explorer: str = "data/testbed/explorer"  # local model directory or hub id
     revision: Optional[str] = None

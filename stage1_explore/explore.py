@@ -80,7 +80,7 @@ def run_explore(cfg: ExploreConfig, *, worker_index: int = 0, num_workers: int =
     from pipeline.models import load_tokenizer
 
     problems = load_problems(cfg.prompts, split=cfg.split, layout=cfg.layout, question_field=cfg.question_field,
-                             answer_field=cfg.answer_field, limit=cfg.limit)
+                             answer_field=cfg.answer_field, id_field=cfg.id_field, limit=cfg.limit)
     tokenizer = load_tokenizer(cfg.explorer, revision=cfg.revision, trust_remote_code=cfg.trust_remote_code)
     identity = bank_identity(cfg, problems, tokenizer)
     # refuse a bank of other settings now, but write bank.json only once the engine has
@@ -118,7 +118,7 @@ def make_engine(cfg: ExploreConfig, tokenizer) -> Engine:
 def _fill(cfg: ExploreConfig, jobs: list[Job], engine: Engine, tokenizer, writer: BankWriter, *, echo) -> dict:
     from tqdm import tqdm
 
-    from pipeline.prompts import render_prompts
+    from pipeline.prompts import render_problems
     from pipeline.scoring_pool import ScoringPool
 
     total = sum(len(j.sample_indices) for j in jobs)
@@ -128,7 +128,7 @@ def _fill(cfg: ExploreConfig, jobs: list[Job], engine: Engine, tokenizer, writer
             tqdm(total=total, desc="explore", unit="rollout", dynamic_ncols=True) as bar:
         for first in range(0, len(jobs), cfg.prompts_per_shard):
             chunk = jobs[first : first + cfg.prompts_per_shard]
-            texts = render_prompts(tokenizer, [j.problem.question for j in chunk], template=cfg.template)
+            texts = render_problems(tokenizer, [j.problem for j in chunk], template=cfg.template)
             prompt_ids = tokenizer(texts, add_special_tokens=True)["input_ids"]
             records = _sample_and_score(cfg, chunk, texts, prompt_ids, engine, pool)
             shards.submit(records)

@@ -90,9 +90,10 @@ class TrainConfig:
 
     prompts: str = "data/testbed/train.jsonl"  # the bank's prompts (or a subset of them)
     split: str = "train"
-    layout: str = "auto"
+    layout: str = "auto"  # auto | qa | gsm8k | verl (see pipeline.data)
     question_field: Optional[str] = None
     answer_field: Optional[str] = None
+    id_field: Optional[str] = None  # None = the layout's; "" = question-hash ids
     limit: Optional[int] = None
     learner: str = "data/testbed/learner"  # local directory or hub id (e.g. Qwen/Qwen3-8B-Base)
     revision: Optional[str] = None

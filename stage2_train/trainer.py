@@ -332,12 +332,12 @@ def setup(cfg: TrainConfig, d: Dist = Dist(), *, echo=print) -> Run:
         raise UserError(f"prompts_per_step {cfg.prompts_per_step} is fewer than the {d.world_size} torchrun processes; "
                         "every rank needs at least one prompt (raise prompts_per_step or launch fewer processes)")
     problems = load_problems(cfg.prompts, split=cfg.split, layout=cfg.layout, question_field=cfg.question_field,
-                             answer_field=cfg.answer_field, limit=cfg.limit)
+                             answer_field=cfg.answer_field, id_field=cfg.id_field, limit=cfg.limit)
     torch.manual_seed(cfg.seed)
     tokenizer, model, ref_model = load_learner(cfg)
-    from pipeline.prompts import render_prompts
+    from pipeline.prompts import render_problems
 
-    texts = render_prompts(tokenizer, [p.question for p in problems], template=cfg.template)
+    texts = render_problems(tokenizer, problems, template=cfg.template)
     prompt_token_ids = tokenizer(texts, add_special_tokens=True)["input_ids"]
     if cfg.gradient_checkpointing:  # keeps one block's activations instead of all of them
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})

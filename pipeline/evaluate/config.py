@@ -69,8 +69,10 @@ class EvaluateConfig:
     name: Optional[str] = None  # label in outputs and diversity plots (default: out_dir's last part)
     benchmarks: dict[str, Optional[str]] = field(default_factory=lambda: {"testbed": "data/testbed/test.jsonl"})
     split: str = "test"  # hub datasets only
+    layout: str = "auto"  # auto | qa | gsm8k | verl (see pipeline.data)
     question_field: Optional[str] = None
     answer_field: Optional[str] = None
+    id_field: Optional[str] = None  # None = the layout's; "" = question-hash ids
     limit: Optional[int] = None  # first N problems of each benchmark (None = all)
     template: str = "{question}="  # pipeline.prompts: auto | chat | plain | a format string
     samples: int = 64  # n per problem

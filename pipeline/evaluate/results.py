@@ -7,9 +7,14 @@ sampling again. `metrics.json` is what `dvc metrics show` reads:
 
     {"<benchmark>": {"all":    {"pass@1": …, "pass@2": …},
                      "flawed": {…}, "rest": {…},          # when problems carry `flawed`
+                     "data_source=aime": {…}, …,          # when they carry 2+ `data_source`s
                      "stats":  {"problems": …, "samples": …, "mean_length": …,
                                 "truncated": …, "scoring_timeouts": …}},
      "wall_s": …}
+
+A benchmark file holding several benchmarks (a verl / LUFFY validation parquet, one
+`data_source` per benchmark) is scored overall (`all`) and per source
+(`data_source=<name>`); `results.parquet` keeps each problem's `data_source`.
 """
 
 from __future__ import annotations
@@ -22,6 +27,8 @@ import pyarrow as pa
 
 from pipeline.data import Problem
 
+SOURCE_FIELD = "data_source"
+SOURCE_SUBSET = "data_source={}"
 RESULTS_FILE = "results.parquet"
 METRICS_FILE = "metrics.json"
 CONFIG_FILE = "config.json"
@@ -33,6 +40,7 @@ RESULTS_SCHEMA = pa.schema([
     ("question", pa.string()),
     ("answer", pa.string()),
     ("flawed", pa.bool_()),  # null when the benchmark has no `flawed` flag
+    ("data_source", pa.string()),  # null when the problem has no `data_source`
     ("n", pa.int32()),
     ("correct", pa.int32()),
     ("responses", pa.list_(pa.string())),
@@ -61,12 +69,24 @@ class ProblemResult:
 
 
 def subset_masks(problems: Sequence[Problem]) -> dict[str, np.ndarray]:
-    """`all`, plus `flawed` / `rest` when the problems carry a `flawed` flag."""
+    """`all`, plus `flawed` / `rest` when the problems carry a `flawed` flag, plus one
+    `data_source=<name>` per source (in first-seen order) when they carry two or more."""
     masks = {"all": np.ones(len(problems), dtype=bool)}
     if any("flawed" in p.meta for p in problems):
         flawed = np.array([bool(p.meta.get("flawed", False)) for p in problems], dtype=bool)
         masks.update(flawed=flawed, rest=~flawed)
+    sources = [_source(p) for p in problems]
+    names = list(dict.fromkeys(s for s in sources if s is not None))
+    if len(names) > 1:
+        for name in names:
+            masks[SOURCE_SUBSET.format(name)] = np.array([s == name for s in sources], dtype=bool)
     return masks
+
+
+def _source(problem: Problem) -> Optional[str]:
+    """The problem's `data_source` as text, None without one."""
+    value = problem.meta.get(SOURCE_FIELD)
+    return None if value is None or value == "" else str(value)
 
 
 def results_table(model: str, benchmark: str, results: Sequence[ProblemResult]) -> pa.Table:
@@ -79,6 +99,7 @@ def results_table(model: str, benchmark: str, results: Sequence[ProblemResult]) 
         "question": [r.problem.question for r in results],
         "answer": [r.problem.answer for r in results],
         "flawed": [bool(r.problem.meta.get("flawed", False)) if has_flag else None for r in results],
+        "data_source": [_source(r.problem) for r in results],
         "n": [len(r.responses) for r in results],
         "correct": [r.n_correct for r in results],
         "responses": [list(r.responses) for r in results],
@@ -116,7 +137,8 @@ def format_metrics(metrics: dict) -> str:
             if subset != "stats":
                 rows.append((bench, subset, by_k))
     ks = list(rows[0][2])
-    head = f"{'benchmark':<12} {'subset':<7} " + " ".join(f"{k.removeprefix('pass'):>6}" for k in ks)
+    width = max(7, *(len(s) for _, s, _ in rows))
+    head = f"{'benchmark':<12} {'subset':<{width}} " + " ".join(f"{k.removeprefix('pass'):>6}" for k in ks)
     lines = [head, "-" * len(head)]
-    lines += [f"{b:<12} {s:<7} " + " ".join(f"{100 * t[k]:6.1f}" for k in ks) for b, s, t in rows]
+    lines += [f"{b:<12} {s:<{width}} " + " ".join(f"{100 * t[k]:6.1f}" for k in ks) for b, s, t in rows]
     return "\n".join(lines)

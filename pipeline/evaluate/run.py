@@ -59,8 +59,8 @@ def build_plan(cfg: EvaluateConfig, *, load_hub: bool = True) -> Plan:
         local = Path(path).exists()
         problems = None
         if local or load_hub:
-            problems = tuple(load_problems(path, split=cfg.split, question_field=cfg.question_field,
-                                           answer_field=cfg.answer_field, limit=cfg.limit))
+            problems = tuple(load_problems(path, split=cfg.split, layout=cfg.layout, question_field=cfg.question_field,
+                                           answer_field=cfg.answer_field, id_field=cfg.id_field, limit=cfg.limit))
         benchmarks.append(Benchmark(name, path, problems))
     return Plan(cfg, source, tuple(benchmarks), cfg.sampling(), tuple(cfg.k_values))
 
@@ -127,10 +127,10 @@ def sample_benchmark(engine, tokenizer, bench: Benchmark, cfg: EvaluateConfig, *
                      on_samples: Callable[[int], object] = lambda k: None) -> list[ProblemResult]:
     """`cfg.samples` scored responses for every problem of `bench`, in calls of about
     `cfg.batch_size` sequences."""
-    from pipeline.prompts import render_prompts
+    from pipeline.prompts import render_problems
 
     problems = list(bench.problems)
-    texts = render_prompts(tokenizer, [p.question for p in problems], template=cfg.template)
+    texts = render_problems(tokenizer, problems, template=cfg.template)
     prompt_ids = tokenizer(texts, add_special_tokens=True)["input_ids"]
     per_call = max(1, cfg.batch_size // cfg.samples)
     out: list[ProblemResult] = []

@@ -73,7 +73,7 @@ def _write_run(root, label, rows):
     cols = {name: [] for name in RESULTS_SCHEMA.names}
     for pid, flawed, responses, verdicts in rows:
         for name, value in (("model", label), ("benchmark", "testbed"), ("problem_id", pid), ("question", "q"),
-                            ("answer", "1"), ("flawed", flawed), ("n", len(responses)), ("correct", sum(verdicts)),
+                            ("answer", "1"), ("flawed", flawed), ("data_source", None), ("n", len(responses)), ("correct", sum(verdicts)),
                             ("responses", responses), ("extracted", ["1"] * len(responses)),
                             ("sample_correct", verdicts), ("lengths", [3] * len(responses)),
                             ("finish_reasons", ["stop"] * len(responses))):
