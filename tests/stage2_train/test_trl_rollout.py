@@ -69,7 +69,8 @@ def _trainer(trl, world, out, rollout, rewards, *, prompt_suffix="="):
     torch.manual_seed(0)
     model = AutoModelForCausalLM.from_pretrained(str(world / "learner"), dtype=torch.float32)
     args = trl.GRPOConfig(
-        output_dir=str(out), max_steps=STEPS, per_device_train_batch_size=PROMPTS * G, steps_per_generation=1,
+        # two optimizer steps of 6 responses per generation batch of 3 prompts × G: step i = TRL generation batch i
+        output_dir=str(out), max_steps=2 * STEPS, per_device_train_batch_size=PROMPTS * G // 2, steps_per_generation=2,
         num_generations=G, max_completion_length=16, temperature=1.0, learning_rate=1e-3, beta=0.0,
         lr_scheduler_type="constant", use_cpu=True, bf16=False, report_to="none", save_strategy="no",
         logging_steps=1, disable_tqdm=True, seed=0, dataloader_num_workers=0, log_completions=False)
@@ -104,8 +105,8 @@ def test_grpo_trainer_mixes_bank_rows_on_the_schedule(trl, train_world, tmp_path
     trainer.train()
 
     assert [r.step for r in rollout.history] == [1, 2, 3, 4]
-    assert len(rewards) == STEPS and len(advantages) == STEPS
-    for step, (call, adv) in enumerate(zip(rewards, advantages), start=1):
+    assert len(rewards) == STEPS and len(advantages) == 2 * STEPS
+    for step, (call, adv) in enumerate(zip(rewards, advantages[::2]), start=1):  # the batch's first update
         g_w = bank_count(anneal_rate(step, schedule=Schedule.LINEAR, t_mix=T_MIX), G)
         assert len(call["prompts"]) == PROMPTS * G
         for q in range(PROMPTS):
