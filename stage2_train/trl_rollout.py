@@ -93,7 +93,7 @@ class S2LPORollout:
         g = trainer.num_generations if training else trainer.num_generations_eval
         prompt_ids = trainer._tokenize_prompts(prompts)[0]
         if not training:
-            return self._finish(trainer, prompt_ids, [None] * len(prompt_ids), {}, g, training)
+            return self._finish(trainer, prompt_ids, [None] * len(prompt_ids), {}, g)
         self._check_tokenizer(trainer)
         step = self.step_of(trainer)
         alpha = anneal_rate(step, schedule=self.schedule, t_mix=self.t_mix, initial_rate=self.initial_rate,
@@ -104,12 +104,11 @@ class S2LPORollout:
         plan = member_plan(offset, len(prompt_ids), g, drawn)
         table = self.reader.read([p for p in plan if p is not None]).to_pydict()
         self._check_prompts(prompt_ids, plan, table)
-        first = offset // g
-        groups = range(first, (offset + len(prompt_ids) - 1) // g + 1)
+        groups = range(offset // g, (offset + len(prompt_ids) - 1) // g + 1)
         self.history.append(StepRecord(step, alpha, g_w, tuple(len(drawn.get(q, ())) for q in groups)))
         trainer._metrics["train"]["s2lpo/alpha"].append(alpha)
         trainer._metrics["train"]["s2lpo/bank_share"].append(sum(p is not None for p in plan) / len(plan))
-        return self._finish(trainer, prompt_ids, plan, table, g, training)
+        return self._finish(trainer, prompt_ids, plan, table, g)
 
     @staticmethod
     def step_of(trainer) -> int:
@@ -124,7 +123,7 @@ class S2LPORollout:
             return {}
         by_ids = self._prompt_index()
         drawn = {}
-        for j in range(0, len(prompt_ids)):
+        for j in range(len(prompt_ids)):
             q = (offset + j) // g
             if q in drawn:
                 continue
@@ -165,7 +164,7 @@ class S2LPORollout:
                     raise RuntimeError(f"bank row {pos} belongs to another prompt")
                 k += 1
 
-    def _finish(self, trainer, prompt_ids, plan, table, g: int, training: bool) -> dict:
+    def _finish(self, trainer, prompt_ids, plan, table, g: int) -> dict:
         """Generate the online members with the trainer's own generation and merge in row order."""
         online = [j for j, p in enumerate(plan) if p is None]
         completions, logprobs = _generate(trainer, [prompt_ids[j] for j in online], g)

@@ -71,10 +71,10 @@ def _trainer(trl, world, out, rollout, rewards, *, prompt_suffix="="):
     args = trl.GRPOConfig(
         # two optimizer steps of 6 responses per generation batch of 3 prompts × G: step i = TRL generation batch i
         output_dir=str(out), max_steps=2 * STEPS, per_device_train_batch_size=PROMPTS * G // 2, steps_per_generation=2,
-        num_generations=G, max_completion_length=16, temperature=1.0, learning_rate=1e-3, beta=0.0,
+        per_device_eval_batch_size=PROMPTS * G, num_generations=G, max_completion_length=16, temperature=1.0, learning_rate=1e-3, beta=0.0,
         lr_scheduler_type="constant", use_cpu=True, bf16=False, report_to="none", save_strategy="no",
         logging_steps=1, disable_tqdm=True, seed=0, dataloader_num_workers=0, log_completions=False)
-    return trl.GRPOTrainer(model=model, reward_funcs=reward, args=args, train_dataset=data,
+    return trl.GRPOTrainer(model=model, reward_funcs=reward, args=args, train_dataset=data, eval_dataset=data,
                            processing_class=AutoTokenizer.from_pretrained(str(world / "learner")),
                            rollout_func=rollout)
 
@@ -88,7 +88,8 @@ def test_grpo_trainer_mixes_bank_rows_on_the_schedule(trl, train_world, tmp_path
     from pipeline.bank.reader import BankReader
     from stage2_train.trl_rollout import S2LPORollout
 
-    bank = BankReader.open(str(train_world / "bank")).read(np.arange(BankReader.open(str(train_world / "bank")).files.rows))
+    reader = BankReader.open(str(train_world / "bank"))
+    bank = reader.read(np.arange(reader.files.rows))
     responses = {}  # rendered prompt → the bank's responses to it (token ids)
     for prompt, ids in zip(bank.column("prompt").to_pylist(), bank.column("response_token_ids").to_pylist()):
         responses.setdefault(prompt, []).append(list(ids))
@@ -124,6 +125,10 @@ def test_grpo_trainer_mixes_bank_rows_on_the_schedule(trl, train_world, tmp_path
     assert shares == pytest.approx([1.0, 0.75, 0.5, 0.0])
     moved = [k for k, v in trainer.model.state_dict().items() if not torch.equal(v, before[k])]
     assert moved  # TRL trained on the mixed groups
+    seen = len(rewards)
+    trainer.evaluate()  # evaluation is the learner alone
+    assert len(rewards) > seen and not any(b for call in rewards[seen:] for b in call["from_bank"])
+    assert len(rollout.history) == STEPS
     print("\nstep  alpha  G_w/G  bank share (TRL log)")
     for rec, share in zip(rollout.history, shares):
         print(f"{rec.step:>4}  {rec.alpha:.3f}  {rec.g_w}/{G}    {share:.2f}")
