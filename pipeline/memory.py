@@ -189,14 +189,14 @@ def vllm_plan(a: Arch, p: Params, v: VllmSettings, gpu: GpuSpec, *, row_tokens: 
                     v.max_model_len or a.max_positions or row_tokens, row_tokens)
 
 
-def check_vllm(plan: VllmPlan, v: VllmSettings, *, stage: str) -> None:
+def check_vllm(plan: VllmPlan, v: VllmSettings, *, stage: str, dtype_key: str = "dtype") -> None:
     """vLLM refuses to start when its share cannot hold its weights and one full-length sequence."""
     need = plan.min_tokens * plan.kv_bytes_per_token / GB
     if plan.kv_gb < need:
         raise UserError(
             f"{stage}: vLLM's share (gpu_memory_utilization {v.share}) leaves {max(plan.kv_gb, 0):.1f} GB of KV cache "
             f"after {plan.weights_gb:.1f} GB of weights, less than one {plan.min_tokens}-token sequence "
-            f"({need:.1f} GB); raise gpu_memory_utilization, sample in bfloat16 or raise tensor_parallel_size")
+            f"({need:.1f} GB); raise gpu_memory_utilization, set {dtype_key}: bfloat16 or raise tensor_parallel_size")
 
 
 def check_fits(phases: list[PhaseEstimate], gpu: GpuSpec, *, stage: str) -> None:

@@ -57,9 +57,9 @@ def sampling_report(model: str, *, key: str, stage: str, revision: Optional[str]
     if plan is not None:
         lines.append("  " + mem.format_vllm(plan))
     try:
-        mem.check_fits(phases, gpu, stage=stage)
-        if plan is not None:
+        if plan is not None:  # vLLM refuses to start first
             mem.check_vllm(plan, v, stage=stage)
+        mem.check_fits(phases, gpu, stage=stage)
     except UserError as exc:
         return lines, exc
     return lines, None

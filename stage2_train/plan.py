@@ -95,9 +95,10 @@ def check_memory(cfg: TrainConfig) -> None:
 
 
 def _check(phases, plan, cfg: TrainConfig, gpu: mem.GpuSpec) -> None:
+    if plan is not None:  # vLLM refuses to start first
+        v = mem.VllmSettings(cfg.gpu_memory_utilization, cfg.rollout_dtype or cfg.dtype)
+        mem.check_vllm(plan, v, stage="train", dtype_key="rollout_dtype")
     mem.check_fits(phases, gpu, stage="train")
-    if plan is not None:
-        mem.check_vllm(plan, mem.VllmSettings(cfg.gpu_memory_utilization, cfg.rollout_dtype or cfg.dtype), stage="train")
 
 
 def _host_ram(cfg: TrainConfig, params: mem.Params, gpu: mem.GpuSpec) -> str:

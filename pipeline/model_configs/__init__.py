@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import enum
 import json
+import os
 import re
 import socket
 from dataclasses import dataclass, field
@@ -116,27 +117,35 @@ def _shipped(name: str) -> Optional[ModelConfig]:
 
 def _from_hub(name: str, revision: Optional[str]) -> Optional[ModelConfig]:
     """config.json from the hub cache, else from the hub when it answers; None otherwise."""
-    from huggingface_hub import is_offline_mode, try_to_load_from_cache
+    from huggingface_hub import try_to_load_from_cache
 
     cached = try_to_load_from_cache(name, CONFIG, revision=revision)
     if isinstance(cached, str):
         gen = try_to_load_from_cache(name, GENERATION_CONFIG, revision=revision)
         return ModelConfig(name, ConfigSource.HUB, cached, _read(Path(cached)),
                            _read(Path(gen)) if isinstance(gen, str) else {})
-    if is_offline_mode() or not hub_reachable():
+    if offline() or not hub_reachable():
         return None
     from huggingface_hub import hf_hub_download
     from huggingface_hub.errors import EntryNotFoundError, HfHubHTTPError
 
     try:
         config = hf_hub_download(name, CONFIG, revision=revision, etag_timeout=PROBE_TIMEOUT_S * 5)
-    except (HfHubHTTPError, OSError, ValueError):  # unknown repo, gated, network gone: fall through
+    except (EntryNotFoundError, HfHubHTTPError, OSError, ValueError):  # unknown repo, gated, network gone
         return None
     try:
         gen = _read(Path(hf_hub_download(name, GENERATION_CONFIG, revision=revision, etag_timeout=PROBE_TIMEOUT_S * 5)))
     except (EntryNotFoundError, HfHubHTTPError, OSError, ValueError):
         gen = {}
     return ModelConfig(name, ConfigSource.HUB, config, _read(Path(config)), gen)
+
+
+def offline() -> bool:
+    """HF_HUB_OFFLINE (or TRANSFORMERS_OFFLINE) set, now or when huggingface_hub was imported."""
+    from huggingface_hub import is_offline_mode
+
+    return is_offline_mode() or any(os.environ.get(k, "").upper() in {"1", "ON", "YES", "TRUE"}
+                                    for k in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))
 
 
 def hub_reachable(timeout_s: float = PROBE_TIMEOUT_S) -> bool:
