@@ -37,7 +37,7 @@ def dry_run(cfg: ExploreConfig, *, worker_index: int = 0, num_workers: int = 1, 
     mc = model_config(cfg.explorer, revision=cfg.revision, key="explore.explorer")
     prompts = "hub dataset, loaded at run time" if is_hub_id(cfg.prompts) else _count(cfg)
     bank = "present: only missing samples are generated" if (Path(cfg.bank) / "bank.json").is_file() else "new"
-    for line in (f"explorer   {mc.describe()}; stop ids {list(mc.eos_token_ids)}",
+    for line in (f"explorer   {mc.describe()}; generation_config eos ids {list(mc.eos_token_ids)}",
                  f"prompts    {cfg.prompts} ({prompts}); worker {worker_index} of {num_workers}",
                  f"bank       {cfg.bank} ({bank}), {cfg.prompts_per_shard} prompts per shard",
                  f"sampling   M = {cfg.samples_per_prompt} per prompt, temperature {cfg.temperature}, top_p {cfg.top_p}"

@@ -126,7 +126,7 @@ def format_plan(cfg: TrainConfig, mc: ModelConfig) -> list[str]:
     responses = cfg.prompts_per_step * cfg.group_size
     ds = cfg.distributed
     return [
-        f"learner   {mc.describe()}{size}; stop ids {list(mc.eos_token_ids)}",
+        f"learner   {mc.describe()}{size}; generation_config eos ids {list(mc.eos_token_ids)}",
         f"prompts   {cfg.prompts} ({_prompts_note(cfg)})",
         f"bank      {cfg.bank} ({_bank_note(cfg.bank)})" if cfg.bank else "bank      none (plain GRPO)",
         f"steps     {cfg.steps} × {cfg.prompts_per_step} prompts × G = {cfg.group_size} = {responses} responses per "

@@ -110,7 +110,7 @@ def test_the_qwen3_recipe_dry_runs_training_on_8_gpus_under_80_gb(monkeypatch):
     assert result.exit_code == 0, result.output
     out = result.output
     assert "Qwen/Qwen3-8B-Base (shipped with s2lpo: pipeline/model_configs/Qwen/Qwen3-8B-Base): qwen3, 8.191 B " \
-           "parameters (1.245 B in embeddings + head); stop ids [151643]" in out
+           "parameters (1.245 B in embeddings + head); generation_config eos ids [151643]" in out
     assert "BytedTsinghua-SIA/DAPO-Math-17k (hub dataset, loaded at run time)" in out
     assert "bank share G_w per step 16 14 12 10 7 5 3 0 0 0 0 0 0 0 0 0" in out
     assert "training  fsdp, float32 master weights, bfloat16 compute, gradient checkpointing on" in out
@@ -150,3 +150,33 @@ def test_the_recipes_old_vllm_settings_are_refused(monkeypatch):
     assert result.exit_code == 2
     assert "error: train: vLLM's share (gpu_memory_utilization 0.3) leaves 0.0 GB of KV cache after 32.8 GB of " \
            "weights, less than one 32768-token sequence" in result.output
+
+
+def _readme_dry_runs() -> list[tuple[str, list[str]]]:
+    """(command, the lines shown after it) of every `$ s2lpo ... --dry-run` in the README's recipe section."""
+    lines = (ROOT / "README.md").read_text().splitlines()
+    found = []
+    for i, line in enumerate(lines):
+        if line.startswith("$ s2lpo ") and "recipes/qwen3-8b.yaml" in line and "--dry-run" in line:
+            shown = []
+            for follow in lines[i + 1 :]:
+                if follow.startswith(("$ ", "```")):
+                    break
+                shown.append(follow)
+            found.append((line[2:], shown))
+    return found
+
+
+def test_the_readme_shows_every_stages_dry_run():
+    commands = [c for c, _ in _readme_dry_runs()]
+    assert all(any(c.startswith(f"s2lpo {stage} ") for c in commands) for stage in ("explore", "train", "evaluate"))
+
+
+@pytest.mark.parametrize("command, shown", _readme_dry_runs(), ids=lambda x: x if isinstance(x, str) else "")
+def test_the_readme_dry_runs_are_this_codes_output(monkeypatch, command, shown):
+    import shlex
+
+    stage, *args = shlex.split(command)[1:]
+    args = [a for a in args if a not in ("--params", str(QWEN3.relative_to(ROOT)), "--dry-run")]
+    result = _dry_run(monkeypatch, stage, *args)
+    assert result.output.splitlines()[-len(shown):] == shown  # the refusal example shows only its last line
