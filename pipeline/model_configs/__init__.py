@@ -58,6 +58,13 @@ class ModelConfig:
             return ()
         return tuple(sorted({int(i) for i in (ids if isinstance(ids, list) else [ids])}))
 
+    def transformers_config(self, **overrides):
+        """This architecture as a transformers config (with `overrides`), e.g. to build the
+        model on the meta device or a small random one of the same family; reads no weights."""
+        from transformers import AutoConfig
+
+        return AutoConfig.for_model(**{**self.config, **overrides})
+
     def describe(self) -> str:
         where = f"pipeline/model_configs/{self.name}" if self.source is ConfigSource.SHIPPED else self.where
         return f"{self.name} ({self.source.value}: {where})"

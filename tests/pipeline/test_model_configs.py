@@ -49,6 +49,8 @@ def test_shipped_configs_build_a_transformers_config(no_hub):
     mc = model_config("Qwen/Qwen3-8B-Base")
     cfg = AutoConfig.from_pretrained(mc.where)  # the shipped folder is laid out like a model directory
     assert (cfg.model_type, cfg.hidden_size, cfg.tie_word_embeddings) == ("qwen3", 4096, False)
+    small = mc.transformers_config(num_hidden_layers=2)
+    assert (type(small).__name__, small.num_hidden_layers, small.vocab_size) == ("Qwen3Config", 2, 151936)
 
 
 def test_a_local_directory_comes_first(no_hub, tmp_path):
