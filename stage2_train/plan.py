@@ -11,6 +11,7 @@ it sees), then stops: hub datasets and the bank are not opened, so it runs offli
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 from pathlib import Path
@@ -49,16 +50,10 @@ def estimate(cfg: TrainConfig, mc: ModelConfig, gpu: mem.GpuSpec):
     params = mem.parameter_counts(arch)
     s = learner_settings(cfg, arch, ranks=gpu.count)
     if s.fsdp and gpu.count < 2:  # one process: FSDP is not applied (stage2_train.distributed)
-        s = _replace(s, fsdp=False)
+        s = dataclasses.replace(s, fsdp=False)
     phases = mem.train_phases(arch, params, s, gpu)
     plan = mem.vllm_plan(arch, params, s.vllm, gpu, row_tokens=s.row_tokens) if s.engine_vllm else None
     return arch, params, phases, plan
-
-
-def _replace(s, **changes):
-    import dataclasses
-
-    return dataclasses.replace(s, **changes)
 
 
 def memory_report(cfg: TrainConfig, *, dry_run: bool = False) -> Optional[tuple[list[str], Optional[UserError]]]:

@@ -93,9 +93,9 @@ def run_train(cfg: TrainConfig, *, resume: bool = False, echo=print, progress: b
     from pipeline.engines import EngineKind, resolve_engine_kind
     from stage2_train.plan import check_memory
 
-    check_memory(cfg)  # before anything loads: refuse what cannot fit the GPUs this process sees
     from transformers.utils import logging as hf_logging
 
+    check_memory(cfg)  # before anything loads: refuse what cannot fit the GPUs this process sees
     hf_logging.disable_progress_bar()  # per-file load/save bars would drown the step bar
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
