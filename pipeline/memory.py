@@ -296,7 +296,8 @@ def _activation_terms(a: Arch, s: LearnerSettings, c: int) -> list[Term]:
     tokens = s.micro_batch * s.row_tokens
     block = activation_values_per_token(a) * c * tokens / GB
     if s.gradient_checkpointing:
-        terms = [Term(f"checkpointed block inputs ({a.layers} × h × {c} B/token)", a.layers * a.hidden * c * tokens / GB,
+        terms = [Term(f"checkpointed block inputs ({a.layers} × h × {c} B/token)",
+                      a.layers * a.hidden * c * tokens / GB,
                       "lower micro_batch_size"),
                  Term("one block recomputed in backward", block, "lower micro_batch_size")]
     else:
@@ -314,7 +315,8 @@ def _engine_while_training(s: LearnerSettings, gpu: GpuSpec, b: int, n: int) -> 
     if s.vllm.sleep_level:
         return [Term(f"vLLM asleep (level {s.vllm.sleep_level}; assumed)", VLLM_ASLEEP_GB, "use GPUs with more memory")]
     return [Term(f"vLLM awake (vllm_sleep_level 0; gpu_memory_utilization {s.vllm.share} × {gpu.memory_gb:.0f} GB)",
-                 s.vllm.share * gpu.memory_gb, "set vllm_sleep_level: 1 (vLLM frees its memory while the learner trains)")]
+                 s.vllm.share * gpu.memory_gb,
+                 "set vllm_sleep_level: 1 (vLLM frees its memory while the learner trains)")]
 
 
 def _rollout_phases(a: Arch, p: Params, s: LearnerSettings, gpu: GpuSpec, resident: tuple[Term, ...],

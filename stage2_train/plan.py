@@ -100,8 +100,9 @@ def _host_ram(cfg: TrainConfig, params: mem.Params, gpu: mem.GpuSpec) -> str:
     b = mem.BYTES.get(cfg.dtype, 4)
     copies = 1 + (cfg.loss.kl_coef > 0 and cfg.lora.r == 0)
     per_rank = copies * b * params.total / mem.GB
-    sleep = (f"; vllm_sleep_level 1 keeps {params.total * mem.BYTES.get(cfg.rollout_dtype or cfg.dtype, 4) / mem.GB:.1f}"
-             " GB of weights per rank in host RAM") if cfg.vllm_sleep_level == 1 else ""
+    offloaded = params.total * mem.BYTES.get(cfg.rollout_dtype or cfg.dtype, 4) / mem.GB
+    sleep = (f"; vllm_sleep_level 1 keeps {offloaded:.1f} GB of weights per rank in host RAM"
+             if cfg.vllm_sleep_level == 1 else "")
     return (f"host RAM at start-up: each rank loads {copies} {cfg.dtype} cop{'ies' if copies > 1 else 'y'} "
             f"({per_rank:.1f} GB) before sharding, {per_rank * gpu.count:.0f} GB for {gpu.count} ranks{sleep}")
 

@@ -136,7 +136,8 @@ def test_the_qwen3_recipe_dry_runs_sampling_on_one_80_gb_gpu(monkeypatch, comman
 
 
 def test_fp32_ddp_at_8b_is_refused_in_one_line(monkeypatch):
-    result = _dry_run(monkeypatch, "train", "--set", "distributed.strategy=ddp", "--set", "distributed.param_dtype=null")
+    result = _dry_run(monkeypatch, "train", "--set", "distributed.strategy=ddp",
+                      "--set", "distributed.param_dtype=null")
     assert result.exit_code == 2
     error = [line for line in result.output.splitlines() if line.startswith("error:")]
     assert error == ["error: train: needs 239.3 GB per GPU while the learner trains but the 8 GPU(s) have 80 GB each; "

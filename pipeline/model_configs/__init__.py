@@ -119,7 +119,8 @@ def _shipped(name: str) -> Optional[ModelConfig]:
     folder = SHIPPED / name
     if not (folder / CONFIG).is_file():
         return None
-    return ModelConfig(name, ConfigSource.SHIPPED, str(folder), _read(folder / CONFIG), _read(folder / GENERATION_CONFIG))
+    return ModelConfig(name, ConfigSource.SHIPPED, str(folder), _read(folder / CONFIG),
+                       _read(folder / GENERATION_CONFIG))
 
 
 def _from_hub(name: str, revision: Optional[str]) -> Optional[ModelConfig]:

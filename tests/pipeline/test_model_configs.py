@@ -34,8 +34,9 @@ def test_the_four_qwen3_base_configs_ship_with_their_public_numbers(no_hub):
         mc = model_config(name)
         c = mc.config
         assert mc.source is ConfigSource.SHIPPED
-        assert (c["hidden_size"], c["intermediate_size"], c["num_hidden_layers"], c["num_attention_heads"],
-                c["num_key_value_heads"], c["head_dim"], c["tie_word_embeddings"]) == (h, i, layers, heads, kv, hd, tied)
+        shape = (c["hidden_size"], c["intermediate_size"], c["num_hidden_layers"], c["num_attention_heads"],
+                 c["num_key_value_heads"], c["head_dim"], c["tie_word_embeddings"])
+        assert shape == (h, i, layers, heads, kv, hd, tied)
         assert (c["model_type"], c["vocab_size"], c["rope_theta"], c["max_position_embeddings"], c["rms_norm_eps"],
                 c["bos_token_id"], c["eos_token_id"], c["torch_dtype"], c["attention_bias"]) == \
             ("qwen3", 151936, 1000000, 32768, 1e-6, 151643, 151643, "bfloat16", False)
