@@ -10,6 +10,10 @@
    generation_config.json stop ids;
 and otherwise raises a one-line UserError naming the `huggingface-cli download` that fixes it.
 Nothing here reads weights; memory estimates and dry runs are built on it.
+
+The Base models' generation_config.json lists eos_token_id 151643 (`<|endoftext|>`); their
+tokenizer's eos is `<|im_end|>` 151645, so a stop set needs both (`ModelConfig.eos_token_ids`
+gives the former; the tokenizer the latter).
 """
 
 from __future__ import annotations
