@@ -76,6 +76,8 @@ def explore(
     overrides: list[str] = SetOpt,
     num_workers: int = typer.Option(1, "--num-workers", min=1, help="Independent jobs filling one bank."),
     worker_index: int = typer.Option(0, "--worker-index", min=0, help="This job's index in 0..N-1."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Print the plan and the per-GPU memory estimate; "
+                                 "load no model and no hub dataset."),
 ) -> None:
     """Stage 1: fill the rollout bank with explorer samples and cached rewards (resumable)."""
     from pipeline.bank.inspect import bank_info, format_info
@@ -85,6 +87,11 @@ def explore(
     from stage1_explore.explore import run_explore
 
     cfg = load_stage_config(ExploreConfig, "explore", params_path=params, overrides=overrides)
+    if dry_run:
+        from stage1_explore.plan import dry_run as explore_dry_run
+
+        explore_dry_run(cfg, worker_index=worker_index, num_workers=num_workers, echo=typer.echo)
+        return
     run_explore(cfg, worker_index=worker_index, num_workers=num_workers, echo=typer.echo)
     typer.echo(format_info(bank_info(BankReader.open(cfg.bank))))
 
@@ -129,13 +136,20 @@ def bank_verify_cmd(path: str = typer.Argument(..., help="Bank directory or pyar
 @user_errors
 def train(params: Optional[Path] = ParamsOpt, overrides: list[str] = SetOpt,
           resume: bool = typer.Option(False, "--resume", help="Continue from out_dir's latest checkpoint."),
-          progress: bool = typer.Option(True, "--progress/--no-progress", help="Show the progress bar.")) -> None:
+          progress: bool = typer.Option(True, "--progress/--no-progress", help="Show the progress bar."),
+          dry_run: bool = typer.Option(False, "--dry-run", help="Print the plan and the per-GPU memory estimate; "
+                                       "load no model, prompts or bank.")) -> None:
     """Stage 2: GRPO on the learner, mixing bank rollouts at an annealed rate (S2L-PO)."""
     from pipeline.config import load_stage_config
     from stage2_train.config import TrainConfig
     from stage2_train.trainer import run_train
 
     cfg = load_stage_config(TrainConfig, "train", params_path=params, overrides=overrides)
+    if dry_run:
+        from stage2_train.plan import dry_run as train_dry_run
+
+        train_dry_run(cfg, echo=typer.echo)
+        return
     run_train(cfg, resume=resume, echo=typer.echo, progress=progress)
 
 

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Optional
 
 from pipeline.engines.base import EngineKind
+from pipeline.memory import PlannedGpus
 
 __all__ = ["EngineKind", "ExploreConfig"]
 
@@ -47,6 +48,7 @@ class ExploreConfig:
     scoring_workers: int = 2
     score_timeout_s: float = 10.0
     trust_remote_code: bool = False
+    gpus: PlannedGpus = field(default_factory=PlannedGpus)  # memory_gb: what --dry-run plans for
 
     def __post_init__(self) -> None:
         if self.samples_per_prompt < 1:

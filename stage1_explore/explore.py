@@ -78,7 +78,9 @@ def existing_samples(uri: str) -> dict[str, set[int]]:
 def run_explore(cfg: ExploreConfig, *, worker_index: int = 0, num_workers: int = 1, echo=print) -> dict:
     """Fill this worker's share of the bank; returns a summary of what was done."""
     from pipeline.models import load_tokenizer
+    from stage1_explore.plan import check_memory
 
+    check_memory(cfg)  # before anything loads: refuse what cannot fit this worker's GPU
     problems = load_problems(cfg.prompts, split=cfg.split, layout=cfg.layout, question_field=cfg.question_field,
                              answer_field=cfg.answer_field, id_field=cfg.id_field, limit=cfg.limit)
     tokenizer = load_tokenizer(cfg.explorer, revision=cfg.revision, trust_remote_code=cfg.trust_remote_code)

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Optional
 
 from pipeline.engines.base import EngineKind
+from pipeline.memory import PlannedGpus
 from stage2_train.distributed import Strategy
 from stage2_train.groups import BankPrompts, BankRows, Mixing
 from stage2_train.rl_math import Aggregation, BankCorrection, Baseline
@@ -132,6 +133,7 @@ class TrainConfig:
     vllm_sleep_level: int = 0  # 0 = vLLM stays resident; 1/2 = sleep while training (1 keeps weights in CPU RAM)
     rollout_dtype: Optional[str] = None  # the vLLM engine's dtype (None = dtype), e.g. bfloat16 over fp32 masters
     distributed: DistributedSettings = field(default_factory=DistributedSettings)
+    gpus: PlannedGpus = field(default_factory=PlannedGpus)  # what --dry-run plans for; a run checks those it sees
     scoring_workers: int = 0  # 0 = score in this process (trusted, short outputs: the testbed)
     score_timeout_s: float = 10.0
     checkpoint_every: int = 20

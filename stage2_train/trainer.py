@@ -31,7 +31,7 @@ from stage2_train.step import Timer, collect, update
 
 # settings a resumed run may change (they do not alter what the steps compute)
 RESUMABLE_CHANGES = {"steps", "checkpoint_every", "keep_checkpoints", "tensorboard", "wandb_project", "threads",
-                     "scoring_workers", "score_timeout_s", "batch_size"}
+                     "scoring_workers", "score_timeout_s", "batch_size", "gpus"}
 
 
 def batch_prompts(num_prompts: int, per_step: int, step: int, seed: int) -> list[int]:
@@ -91,9 +91,11 @@ def run_train(cfg: TrainConfig, *, resume: bool = False, echo=print, progress: b
     """Train for `cfg.steps` steps (continuing from the latest checkpoint with `resume`),
     in this process or, launched by torchrun, as one of its ranks."""
     from pipeline.engines import EngineKind, resolve_engine_kind
+    from stage2_train.plan import check_memory
 
     from transformers.utils import logging as hf_logging
 
+    check_memory(cfg)  # before anything loads: refuse what cannot fit the GPUs this process sees
     hf_logging.disable_progress_bar()  # per-file load/save bars would drown the step bar
     if cfg.threads:
         torch.set_num_threads(cfg.threads)

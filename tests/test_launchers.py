@@ -75,3 +75,24 @@ def test_explore_launcher_fails_when_a_worker_fails(tiny_family, tmp_path):
     done = _launch(tmp_path, "--params", str(params))
     assert done.returncode == 1
     assert "explore worker 0 failed" in done.stderr and "explore worker 1 failed" in done.stderr
+
+
+def test_estimate_prints_the_recipes_memory_and_time_bounds(monkeypatch, capsys):
+    """launch/estimate.py wraps pipeline.memory (the train dry run's lines) and pipeline.throughput."""
+    import importlib.util
+
+    from huggingface_hub import constants
+
+    monkeypatch.chdir(ROOT)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", "/nonexistent-hub-cache")
+    spec = importlib.util.spec_from_file_location("estimate", ROOT / "launch" / "estimate.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    module.main([])
+    out = capsys.readouterr().out
+    assert "peak 69.4 GB per GPU while vLLM samples, of 80 GB" in out
+    readme = (ROOT / "README.md").read_text()
+    shown = readme[readme.index("$ python launch/estimate.py\n"):].split("```")[0].splitlines()[1:]
+    assert shown and out.splitlines()[-len(shown):] == shown  # the README's lines are the output's last ones

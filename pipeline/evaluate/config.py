@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Optional
 
 from pipeline.engines.base import EngineKind, SamplingParams
+from pipeline.memory import PlannedGpus
 
 __all__ = ["EngineKind", "EvaluateConfig", "Preset"]
 
@@ -95,6 +96,7 @@ class EvaluateConfig:
     threads: Optional[int] = None  # torch CPU threads (None = torch's default)
     out_dir: str = "data/eval/learner"
     trust_remote_code: bool = False
+    gpus: PlannedGpus = field(default_factory=PlannedGpus)  # memory_gb: what --dry-run plans for
 
     def __post_init__(self) -> None:
         bad = [k for k, v in self.benchmarks.items() if not isinstance(k, str) or not isinstance(v, (str, type(None)))]

@@ -25,6 +25,7 @@ from pipeline.evaluate.config import EvaluateConfig
 from pipeline.evaluate.results import (CONFIG_FILE, METRICS_FILE, RESULTS_FILE, ProblemResult, benchmark_metrics,
                                        format_metrics, results_table, subset_masks)
 from pipeline.evaluate.source import ModelSource, resolve_source
+from pipeline.memory_check import refuse_if_unfit, sampling_report
 
 _HUB_DATASET = "hub dataset, loaded at run time"
 
@@ -87,12 +88,32 @@ def format_plan(plan: Plan) -> str:
     return "\n".join(lines)
 
 
+def memory_report(plan: Plan, *, dry_run: bool):
+    """The per-GPU estimate of sampling `plan`'s model (an adapter's base), and its refusal if it cannot fit."""
+    from pipeline.engines import EngineKind, resolve_engine_kind
+
+    cfg, adapter = plan.cfg, plan.source.kind.is_adapter
+    return sampling_report(plan.source.base if adapter else plan.source.model,
+                           key="evaluate.base_model" if adapter else "evaluate.model", stage="evaluate",
+                           revision=None if adapter else cfg.revision,
+                           vllm=resolve_engine_kind(cfg.engine) is EngineKind.VLLM, dtype=cfg.dtype,
+                           share=cfg.gpu_memory_utilization, tp=cfg.tensor_parallel_size,
+                           max_model_len=cfg.max_model_len, max_new_tokens=cfg.max_new_tokens,
+                           hf_batch=cfg.batch_size, planned=cfg.gpus, dry_run=dry_run)
+
+
 def run_evaluate(cfg: EvaluateConfig, *, dry_run: bool = False, progress: bool = True, echo=print) -> dict:
     """Evaluate `cfg.model`; returns the metrics (or, for a dry run, {} after printing the plan)."""
     plan = build_plan(cfg, load_hub=not dry_run)
+    report = memory_report(plan, dry_run=dry_run)  # config.json only: no weights
     if dry_run:
         echo(format_plan(plan))
+        lines, error = report or (["memory     no GPU seen and none declared: set evaluate.gpus.memory_gb"], None)
+        echo("\n".join(lines))
+        if error is not None:
+            raise error
         return {}
+    refuse_if_unfit(report)
     from tqdm import tqdm
 
     from pipeline.evaluate.source import open_engine
