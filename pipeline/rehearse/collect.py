@@ -50,7 +50,7 @@ def collect(result: Rehearsal, params: dict[str, Any]) -> dict[str, Any]:
 
 
 def _checks(rows, f, real_stops, recorded, learner, params) -> list[tuple[bool, str]]:
-    from pipeline.prompts import tokenize_prompts
+    from pipeline.prompts import encode_prompts
 
     checks = []
     missing = sorted(set(real_stops) - set(recorded or []))
@@ -66,7 +66,7 @@ def _checks(rows, f, real_stops, recorded, learner, params) -> list[tuple[bool, 
     doubled = [r["prompt_id"] for r in rows if bos is not None and r["prompt_token_ids"][:2] == [bos, bos]]
     checks.append((not doubled, "no prompt starts with a doubled BOS" if not doubled else
                    f"prompt {doubled[0]} starts with BOS twice: the template already adds it"))
-    mine = tokenize_prompts(learner, [r["prompt"] for r in rows])
+    mine = encode_prompts(learner, [r["prompt"] for r in rows], template=params["train"].get("template", "auto"))
     bad = prompt_id_mismatches(rows, mine)
     checks.append((not bad, "the learner tokenises every bank prompt to the bank's prompt ids" if not bad else
                    f"prompt {bad[0]}: the learner's prompt ids differ from the bank's; use the explorer's tokenizer "
@@ -105,9 +105,20 @@ def _eval_lines(out: Path) -> list[str]:
 
 
 def _plan_lines(result: Rehearsal) -> list[str]:
+    """Per stage of the recipe's own dry run: the GPUs planned for and each phase's total per GPU."""
     lines = []
     for s in result.stages:
-        if s.name.startswith("plan:") and s.ok:
-            picked = [ln.strip() for ln in s.stdout.splitlines() if "GB" in ln or "GiB" in ln]
-            lines += [f"{s.name[5:]:<9}{ln}" for ln in picked[-3:]]
+        if not (s.name.startswith("plan:") and s.ok):
+            continue
+        phase, totals, gpus = "", [], ""
+        for ln in s.stdout.splitlines():
+            text = ln.strip()
+            if "per GPU on" in text:
+                gpus = text[text.index("per GPU on") + len("per GPU on "):].split(" (")[0]
+            elif text.startswith("while "):
+                phase = text.rstrip(":")
+            elif text.startswith("total") and phase:
+                totals.append(f"{phase} {' '.join(text.split()[1:])}")
+        if totals:
+            lines.append(f"{s.name[5:]:<9}{gpus}: " + "; ".join(totals))
     return lines

@@ -39,9 +39,10 @@ class RealModel:
 
     name: str
     config: dict[str, Any]
-    stop_ids: tuple[int, ...]  # generation_config.eos_token_id (int or list), in order
+    stop_ids: tuple[int, ...]  # the tokenizer's eos, then generation_config.eos_token_id (int or list)
     tokenizer_dir: str
-    source: str  # "local directory" | "hub" | "shipped config"
+    source: str  # where the config was read (pipeline.model_configs.ConfigSource)
+    generation: dict[str, Any] | None = None  # generation_config.json as the real model ships it
 
 
 def stop_ids_of(generation: dict[str, Any], config: dict[str, Any]) -> tuple[int, ...]:
@@ -66,7 +67,7 @@ def shrunk_config(config: dict[str, Any], *, layers: int = 1, hidden: int = 64) 
 
 
 def build_stand_in(real: RealModel, out: str | Path, *, layers: int = 1, hidden: int = 64, seed: int = 0,
-                   mean_length: float = 32.0) -> Path:
+                   mean_length: float = 32.0, temperature: float = 1.0) -> Path:
     """Write a tiny random model of `real`'s architecture, with its tokenizer and stop ids, to `out`."""
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, GenerationConfig
@@ -79,18 +80,22 @@ def build_stand_in(real: RealModel, out: str | Path, *, layers: int = 1, hidden:
     config = AutoConfig.for_model(model_type, **{k: v for k, v in small.items() if k not in ("architectures",)})
     torch.manual_seed(seed)
     model = AutoModelForCausalLM.from_config(config, dtype=torch.float32).eval()
-    _shape_logits(model, real.stop_ids, mean_length=mean_length)
+    _shape_logits(model, real.stop_ids, mean_length=mean_length, temperature=temperature)
     model.save_pretrained(out, safe_serialization=True)
-    GenerationConfig(eos_token_id=list(real.stop_ids), bos_token_id=real.config.get("bos_token_id"),
-                     pad_token_id=real.config.get("pad_token_id")).save_pretrained(out)
+    # the real generation_config (a base Qwen3 lists only <|endoftext|>): the engine must add
+    # the tokenizer's eos itself, as it must for the real model
+    generation = real.generation or {"eos_token_id": list(real.stop_ids), "bos_token_id": real.config.get("bos_token_id")}
+    GenerationConfig(**generation).save_pretrained(out)
     AutoTokenizer.from_pretrained(real.tokenizer_dir).save_pretrained(out)
     (out / "stand_in.json").write_text(json.dumps({"real_model": real.name, "source": real.source,
                                                    "layers": layers, "hidden": hidden, "seed": seed,
-                                                   "stop_ids": list(real.stop_ids), "mean_length": mean_length}))
+                                                   "stop_ids": list(real.stop_ids), "mean_length": mean_length,
+                                                   "temperature": temperature}))
     return out
 
 
-def _shape_logits(model, stop_ids: tuple[int, ...], *, mean_length: float, spread: float = 3.0) -> None:
+def _shape_logits(model, stop_ids: tuple[int, ...], *, mean_length: float, temperature: float = 1.0,
+                  spread: float = 3.0) -> None:
     """Make the random model's next-token distribution LM-like and give it a calibrated stop rate.
 
     1. Each block's output projections are scaled up so the residual stream is a random
@@ -102,8 +107,8 @@ def _shape_logits(model, stop_ids: tuple[int, ...], *, mean_length: float, sprea
        standard deviation of `spread` (real LMs: 2–4), so that top-k / top-p sampling and
        full sampling see similar mass in the top tokens.
     4. The stop rows' channel-0 weights are set so that, measured over random contexts,
-       the stop ids together take 1/mean_length of the probability at temperature 1,
-       two thirds of it on the first stop id.
+       the stop ids together take 1/mean_length of the probability at `temperature` (the
+       temperature the model samples at in the recipe), two thirds of it on the first.
     """
     import torch
 
@@ -113,7 +118,7 @@ def _shape_logits(model, stop_ids: tuple[int, ...], *, mean_length: float, sprea
     emb, head = model.get_input_embeddings().weight, model.get_output_embeddings().weight
     vocab, tied = head.shape[0], head.data_ptr() == emb.data_ptr()
     stops = torch.tensor(stop_ids)
-    probe = torch.randint(0, vocab, (8, 64), generator=torch.Generator().manual_seed(0))
+    probe = torch.randint(0, min(stop_ids), (4, 48), generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         for name, p in model.named_parameters():
             if name.endswith(("o_proj.weight", "down_proj.weight")):
@@ -127,10 +132,21 @@ def _shape_logits(model, stop_ids: tuple[int, ...], *, mean_length: float, sprea
         others[stops] = False
         norm[1:] *= spread / float(logits[..., others].std(-1).mean())
         logits = model(input_ids=probe).logits
-        lse = float(torch.logsumexp(logits[..., others], -1).mean())
-        n0 = float(model.base_model(input_ids=probe).last_hidden_state[..., 0].mean())  # after the norm
-        shares = [2 / 3] + [1 / 3 / (len(stop_ids) - 1)] * (len(stop_ids) - 1) if len(stop_ids) > 1 else [1.0]
-        for sid, share in zip(stop_ids, shares):
-            target = lse - math.log(mean_length - 1) + math.log(share)
-            rest = float(logits[..., sid].mean()) - float(head[sid, 0]) * n0
-            head[sid, 0] = (target - rest) / n0
+        n0 = model.base_model(input_ids=probe).last_hidden_state[..., 0]  # channel 0 after the final norm
+        lse = torch.logsumexp(logits[..., others] / temperature, -1)  # the non-stop mass at `temperature`
+        shares = torch.tensor([2 / 3] + [1 / 3 / (len(stop_ids) - 1)] * (len(stop_ids) - 1) if len(stop_ids) > 1
+                              else [1.0])
+        rest = logits[..., stops] - head[stops, 0] * n0[..., None]  # each stop logit without its channel-0 term
+
+        def weights(level: float) -> torch.Tensor:  # head[stop, 0] that put the stop logits at `level`
+            return (level + temperature * shares.log() - rest.mean((0, 1))) / n0.mean()
+
+        def stop_share(level: float) -> float:
+            stop = (rest + weights(level) * n0[..., None]) / temperature
+            return float((torch.logsumexp(stop, -1) - torch.logaddexp(lse, torch.logsumexp(stop, -1))).exp().mean())
+
+        low, high = -100.0, 100.0  # stop_share rises with level: bisect for 1 / mean_length
+        for _ in range(60):
+            mid = (low + high) / 2
+            low, high = (mid, high) if stop_share(mid) < 1 / mean_length else (low, mid)
+        head[stops, 0] = weights((low + high) / 2)

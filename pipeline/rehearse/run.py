@@ -106,10 +106,10 @@ def rehearse(recipe: str | Path, *, out: str | Path, tokenizer: str | None = Non
         shutil.rmtree(out)
     (out / "logs").mkdir(parents=True)
     result = Rehearsal(str(recipe), out)
-    for i, name in enumerate(sorted(set(real_models(raw).values()))):
+    for i, (name, temperature) in enumerate(sampling_temperatures(raw).items()):
         real = resolve_real_model(name, local=(local_models or {}).get(name), tokenizer=tokenizer)
         echo(f"stand-in  {name}: {real.config.get('model_type')} from {real.source}, stop ids {list(real.stop_ids)}")
-        result.models[name] = str(build_stand_in(real, out / "models" / f"model{i}", seed=i))
+        result.models[name] = str(build_stand_in(real, out / "models" / f"model{i}", seed=i, temperature=temperature))
     params = out / "rehearsal.yaml"
     params.write_text(yaml.safe_dump(rehearsal_params(raw, stand_ins=result.models, out=str(out), prompts=prompts),
                                      sort_keys=False))
@@ -121,6 +121,18 @@ def rehearse(recipe: str | Path, *, out: str | Path, tokenizer: str | None = Non
         echo(f"running   {stage.name} …")
         result.stages.append(run_stage(stage, cwd=Path.cwd(), env=env, log_dir=out / "logs"))
     return result
+
+
+def sampling_temperatures(recipe: dict) -> dict[str, float]:
+    """Each real model → the temperature it samples at in the recipe (explore's for the
+    explorer, train's for the learner; 1.0 otherwise), so its stand-in's stop rate is
+    calibrated where it is used."""
+    temps = {name: 1.0 for name in real_models(recipe).values()}
+    for section, key in (("train", "learner"), ("explore", "explorer")):
+        block = recipe.get(section) or {}
+        if block.get(key) in temps:
+            temps[block[key]] = float(block.get("temperature", 1.0))
+    return dict(sorted(temps.items()))
 
 
 def write_summary(result: Rehearsal, report: str) -> Path:

@@ -27,10 +27,16 @@ def resolve_real_model(name: str, *, local: str | None = None, tokenizer: str | 
     """Config, stop ids and tokenizer directory of the model the recipe calls `name`."""
     from pipeline.model_configs import model_config
 
+    from transformers import AutoTokenizer
+
     found = model_config(local or name, key=f"model {name}")
     tok = _tokenizer_dir(name, local, tokenizer)
-    return RealModel(name=name, config=found.config, stop_ids=stop_ids_of(found.generation, found.config),
-                     tokenizer_dir=tok, source=found.source.value)
+    # a base model prompted through the chat template ends its turn on the tokenizer's eos
+    # (<|im_end|>), one prompted with plain text on generation_config's: the stand-in does both
+    eos = AutoTokenizer.from_pretrained(tok).eos_token_id
+    stops = tuple(dict.fromkeys(([eos] if eos is not None else []) + list(stop_ids_of(found.generation, found.config))))
+    return RealModel(name=name, config=found.config, stop_ids=stops, tokenizer_dir=tok, source=found.source.value,
+                     generation=dict(found.generation) or None)
 
 
 def _tokenizer_dir(name: str, local: str | None, tokenizer: str | None) -> str:
@@ -65,9 +71,9 @@ def _hub_tokenizer(name: str) -> str | None:
     if offline() or not hub_reachable():
         return None
     from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import HfHubHTTPError
 
     try:
         return snapshot_download(name, allow_patterns=[*TOKENIZER_REQUIRED, *TOKENIZER_OPTIONAL])
-    except Exception as exc:  # noqa: BLE001 — any hub failure means "not from the hub"; the caller says what to do
-        del exc
+    except (OSError, ValueError, HfHubHTTPError):  # unknown repo, gated, network gone: the caller says what to do
         return None

@@ -1,0 +1,71 @@
+"""Stand-ins keep the real architecture, tokenizer and stop ids, and stop at a calibrated rate."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from pipeline.errors import UserError
+from pipeline.rehearse.models import build_stand_in, shrunk_config
+from pipeline.rehearse.sources import resolve_real_model
+
+KEPT = ("model_type", "vocab_size", "tie_word_embeddings", "rope_theta", "max_position_embeddings", "bos_token_id",
+        "eos_token_id", "rms_norm_eps", "hidden_act")
+
+
+@pytest.fixture(scope="module")
+def stand_ins(qwen3_tokenizer_dir, tmp_path_factory):
+    root = tmp_path_factory.mktemp("stand-ins")
+    out = {}
+    for i, name in enumerate(("Qwen/Qwen3-1.7B-Base", "Qwen/Qwen3-8B-Base")):  # tied and untied heads
+        real = resolve_real_model(name, tokenizer=str(qwen3_tokenizer_dir))
+        out[name] = (real, build_stand_in(real, root / f"m{i}", seed=i))
+    return out
+
+
+def test_shrinking_keeps_every_field_but_depth_and_width():
+    real = {"model_type": "qwen3", "hidden_size": 4096, "num_hidden_layers": 36, "num_attention_heads": 32,
+            "num_key_value_heads": 8, "head_dim": 128, "intermediate_size": 12288, "vocab_size": 151936,
+            "rope_theta": 1e6, "rope_scaling": None, "layer_types": ["full_attention"] * 36, "torch_dtype": "bfloat16"}
+    small = shrunk_config(real, layers=2, hidden=64)
+    assert (small["num_hidden_layers"], small["hidden_size"], small["head_dim"]) == (2, 64, 16)
+    assert small["layer_types"] == ["full_attention"] * 2 and "torch_dtype" not in small
+    assert {k: small[k] for k in ("vocab_size", "rope_theta", "rope_scaling")} == \
+        {"vocab_size": 151936, "rope_theta": 1e6, "rope_scaling": None}
+
+
+def test_a_stand_in_has_the_real_config_tokenizer_and_stop_ids(stand_ins, qwen3_tokenizer_dir):
+    from transformers import AutoConfig, AutoTokenizer
+
+    for name, (real, path) in stand_ins.items():
+        config = AutoConfig.from_pretrained(path).to_dict()
+        assert {k: config[k] for k in KEPT} == {k: real.config[k] for k in KEPT}, name
+        assert config["num_hidden_layers"] == 1 and config["hidden_size"] == 64
+        assert json.loads((path / "generation_config.json").read_text())["eos_token_id"] == 151643  # as the real base model ships it
+        mine, theirs = AutoTokenizer.from_pretrained(path), AutoTokenizer.from_pretrained(qwen3_tokenizer_dir)
+        assert mine.chat_template == theirs.chat_template and len(mine) == len(theirs) == 151669
+        assert mine.encode("\\frac{1}{2} 你好") == theirs.encode("\\frac{1}{2} 你好")
+    assert stand_ins["Qwen/Qwen3-1.7B-Base"][0].config["tie_word_embeddings"] is True
+    assert stand_ins["Qwen/Qwen3-8B-Base"][0].config["tie_word_embeddings"] is False
+
+
+def test_the_stop_ids_take_about_one_in_32_of_the_probability_on_random_contexts(stand_ins):
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    for name, (real, path) in stand_ins.items():
+        model = AutoModelForCausalLM.from_pretrained(path).eval()
+        ids = torch.randint(0, 151643, (4, 48), generator=torch.Generator().manual_seed(7))
+        with torch.no_grad():
+            probs = model(input_ids=ids).logits.softmax(-1)
+        stop = float(probs[..., list(real.stop_ids)].sum(-1).mean())
+        top = probs.max(-1).values.mean()
+        assert 1 / 64 < stop < 1 / 16, (name, stop)
+        assert float(top) < 0.5, name  # not one token repeated: the rest of the distribution is spread
+
+
+def test_no_tokenizer_anywhere_is_one_line_naming_the_download(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(UserError, match=r"huggingface-cli download Qwen/Qwen3-8B-Base config.json .*tokenizer.json"):
+        resolve_real_model("Qwen/Qwen3-8B-Base")
