@@ -83,7 +83,7 @@ def test_metrics_show_prints_a_narrow_table(pipeline_tree):
     assert sorted(files) == sorted(
         [f"data/eval/{m}/summary.json" for m in ("explorer", "learner", "grpo", "s2lpo")]
         + [f"data/report/study/arms/{a}.json" for a in ("grpo", "noise", "s2lpo")]
-        + ["data/report/diversity/summary.json"])
+        + [f"data/report/diversity/distinct/{m}.json" for m in ("explorer", "learner", "grpo", "s2lpo")])
     assert all("error" not in v for v in files.values())
     assert set(files["data/eval/s2lpo/summary.json"]["data"]["testbed"]) == {"pass@1", "flawed", "rest", "pass@4"}
     assert set(files["data/report/study/arms/s2lpo.json"]["data"]) == {"pass@1", "flawed", "rest", "pass@2",

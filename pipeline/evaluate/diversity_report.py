@@ -6,8 +6,8 @@ every benchmark and subset computes each model's pass@k curve, where the curves 
 atomically, into `out_dir`:
 
     diversity.json        curves, crossings and distinct-correct summaries
-    summary.json          what `dvc metrics show` prints: per benchmark, each model's mean
-                          distinct correct solutions per problem (all problems)
+    distinct/LABEL.json   what `dvc metrics show` prints, one file per model: per benchmark
+                          the mean distinct correct solutions per problem (all problems)
     passk_curves.csv      benchmark, subset, model, k, pass_at_k
     distinct_correct.csv  benchmark, model, problem_id, flawed, n, correct, counted, distinct_correct
                           (counted: correct samples that count under the `Counting`)
@@ -125,9 +125,13 @@ def format_report(report: dict) -> str:
 
 
 def summary_metrics(report: dict) -> dict:
-    """{"BENCH distinct": {model: mean distinct correct solutions per problem}} (all problems)."""
-    return {f"{bench} distinct": {label: round(d["mean"], 2) for label, d in entry["distinct_correct"]["all"].items()}
-            for bench, entry in report["benchmarks"].items() if "all" in entry["distinct_correct"]}
+    """{model: {benchmark: {"distinct": mean distinct correct solutions per problem}}} (all
+    problems): one file per model, so `dvc metrics show` prints one `BENCH.distinct` column."""
+    out: dict = {}
+    for bench, entry in report["benchmarks"].items():
+        for label, d in entry["distinct_correct"].get("all", {}).items():
+            out.setdefault(label, {})[bench] = {"distinct": round(d["mean"], 2)}
+    return out
 
 
 def write_report(runs: Sequence[tuple[str, Path]], out_dir: str, *, counting: Counting = Counting.ANSWER) -> dict:
@@ -141,8 +145,9 @@ def write_report(runs: Sequence[tuple[str, Path]], out_dir: str, *, counting: Co
     loc = resolve(out_dir)
     payload = (json.dumps(report, indent=2) + "\n").encode()
     atomic_write(loc, "diversity.json", lambda s: s.write(payload))
-    summary = (json.dumps(summary_metrics(report), indent=2) + "\n").encode()
-    atomic_write(loc, "summary.json", lambda s: s.write(summary))
+    for label, per_bench in summary_metrics(report).items():
+        payload_l = (json.dumps(per_bench, indent=2) + "\n").encode()
+        atomic_write(loc, f"distinct/{label}.json", lambda s, p=payload_l: s.write(p))
     atomic_write(loc, "passk_curves.csv", lambda s: s.write(_curves_csv(report)))
     atomic_write(loc, "distinct_correct.csv", lambda s: s.write(_distinct_csv(data)))
     png = plot_report(report)
