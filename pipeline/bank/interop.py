@@ -160,6 +160,33 @@ def _check_prompt_ids(where: str, rec: AuthorsRecord, problem: Problem, tokenize
                         f"template {template!r} and this tokenizer; pass --template the explorer used")
 
 
+def _check_and_score(path: Path, gold: dict[str, Problem], tokenizer, template: str, pool):
+    """Pass 1 over the file: check every record and score its response against the gold.
+    Returns (scores, cached rewards, {prompt_id: (where first seen, prompt ids)})."""
+    scores, cached = [], []
+    checked: dict[str, tuple[str, list[int]]] = {}
+    batch: list[tuple[str, str]] = []
+    for where, rec, _ in _records(path):
+        if rec.prompt_id not in gold:
+            raise UserError(f"{where}: prompt_id {rec.prompt_id!r} is not in the --prompts file; "
+                            "give the prompt set the explorer ran on")
+        first = checked.get(rec.prompt_id)
+        if first is None:
+            _check_prompt_ids(where, rec, gold[rec.prompt_id], tokenizer, template)
+            checked[rec.prompt_id] = (where, rec.prompt_token_ids)
+        elif first[1] != rec.prompt_token_ids:
+            raise UserError(f"{where}: prompt_ids differ from those of {first[0]} (the same prompt_id); "
+                            "every response of a prompt must share its prompt ids")
+        batch.append((rec.response, gold[rec.prompt_id].answer))
+        cached.append(rec.reward)
+        if len(batch) >= 1024:
+            scores += pool.score(*zip(*batch))
+            batch = []
+    if batch:
+        scores += pool.score(*zip(*batch))
+    return scores, cached, checked
+
+
 def import_authors_jsonl(source: str | Path, out: str, *, problems: list[Problem], tokenizer, template: str,
                          explorer: str, revision: str | None = None, sampling: dict | None = None,
                          scoring_workers: int = 2, score_timeout_s: float = 10.0,
@@ -176,28 +203,8 @@ def import_authors_jsonl(source: str | Path, out: str, *, problems: list[Problem
     sampling = dict(sampling or {})
     if exists(resolve(out), IDENTITY_FILE):
         raise UserError(f"{out}: already a bank; import into a new --out path")
-    scores, cached = [], []
-    checked: dict[str, tuple[str, list[int]]] = {}  # prompt_id → (where first seen, prompt ids)
     with ScoringPool(scoring_workers, timeout_s=score_timeout_s) as pool:
-        batch: list[tuple[str, str]] = []
-        for where, rec, _ in _records(path):
-            if rec.prompt_id not in gold:
-                raise UserError(f"{where}: prompt_id {rec.prompt_id!r} is not in the --prompts file; "
-                                "give the prompt set the explorer ran on")
-            first = checked.get(rec.prompt_id)
-            if first is None:
-                _check_prompt_ids(where, rec, gold[rec.prompt_id], tokenizer, template)
-                checked[rec.prompt_id] = (where, rec.prompt_token_ids)
-            elif first[1] != rec.prompt_token_ids:
-                raise UserError(f"{where}: prompt_ids differ from those of {first[0]} (the same prompt_id); "
-                                "every response of a prompt must share its prompt ids")
-            batch.append((rec.response, gold[rec.prompt_id].answer))
-            cached.append(rec.reward)
-            if len(batch) >= 1024:
-                scores += pool.score(*zip(*batch))
-                batch = []
-        if batch:
-            scores += pool.score(*zip(*batch))
+        scores, cached, checked = _check_and_score(path, gold, tokenizer, template, pool)
     if not scores:
         raise UserError(f"{path}: no records; give a file with one JSON record per line")
     used = [p for p in problems if p.id in checked]
