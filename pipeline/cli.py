@@ -96,7 +96,7 @@ def explore(
     typer.echo(format_info(bank_info(BankReader.open(cfg.bank))))
 
 
-bank_app = typer.Typer(no_args_is_help=True, help="Inspect and check a rollout bank.")
+bank_app = typer.Typer(no_args_is_help=True, help="Inspect, check, import, export and publish a rollout bank.")
 app.add_typer(bank_app, name="bank")
 
 
@@ -130,6 +130,65 @@ def bank_verify_cmd(path: str = typer.Argument(..., help="Bank directory or pyar
     if problems:
         raise typer.Exit(code=1)
     typer.echo(f"ok: {files.rows} rows in {len(files.shards)} shards")
+
+
+@bank_app.command("import")
+@user_errors
+def bank_import_cmd(
+    source: Path = typer.Argument(..., help="The authors' rollouts: JSONL, one record per response.", dir_okay=False),
+    out: str = typer.Option(..., "--out", "-o", help="The new bank (directory or filesystem URL)."),
+    prompts: str = typer.Option(..., "--prompts", help="The prompt set the explorer ran on (file or hub id; "
+                                "its gold answers re-score every response, matched on prompt_id)."),
+    tokenizer: str = typer.Option(..., "--tokenizer", help="The explorer's tokenizer (directory or hub id)."),
+    template: str = typer.Option(..., "--template", help="The template the prompts were rendered with "
+                                 "(auto | chat | plain | a format string with {question})."),
+    explorer: str = typer.Option(..., "--explorer", help="The explorer's name (hub id), recorded in bank.json."),
+    revision: Optional[str] = typer.Option(None, "--revision", help="The explorer's revision, recorded."),
+    temperature: Optional[float] = typer.Option(None, "--temperature", help="Sampling settings, recorded."),
+    top_p: Optional[float] = typer.Option(None, "--top-p"),
+    top_k: Optional[int] = typer.Option(None, "--top-k"),
+    max_new_tokens: Optional[int] = typer.Option(None, "--max-new-tokens", help="Also: a response this long "
+                                                 "without a finish_reason counts as truncated."),
+    scoring_workers: int = typer.Option(2, "--scoring-workers", min=0),
+) -> None:
+    """Turn the authors' JSONL rollouts into a bank, re-scored with this repository's verifier."""
+    from pipeline.bank.interop import import_authors_jsonl
+    from pipeline.data import load_problems
+    from pipeline.models import load_tokenizer
+
+    sampling = {"temperature": temperature, "top_p": top_p, "top_k": top_k, "max_new_tokens": max_new_tokens}
+    import_authors_jsonl(source, out, problems=load_problems(prompts), tokenizer=load_tokenizer(tokenizer),
+                         template=template, explorer=explorer, revision=revision, sampling=sampling,
+                         scoring_workers=scoring_workers, echo=typer.echo)
+
+
+@bank_app.command("export")
+@user_errors
+def bank_export_cmd(path: str = typer.Argument(..., help="Bank directory or filesystem URL."),
+                    out: Path = typer.Option(..., "--out", "-o", help="The JSONL file to write.", dir_okay=False),
+                    fmt: str = typer.Option("authors-jsonl", "--format", help="authors-jsonl (the only format).")) -> None:
+    """Write a bank as the authors' JSONL rollouts (one record per response)."""
+    from pipeline.bank.interop import FORMAT, export_authors_jsonl
+
+    if fmt != FORMAT:
+        raise UserError(f"--format {fmt!r}: the one export format is {FORMAT}")
+    done = export_authors_jsonl(path, out)
+    typer.echo(f"{out}: {done['rows']} records from {done['shards']} shards of {path}")
+
+
+@bank_app.command("card")
+@user_errors
+def bank_card_cmd(path: str = typer.Argument(..., help="Bank directory or filesystem URL."),
+                  license: str = typer.Option("other", "--license", help="The Hub licence id (default: the "
+                                              "placeholder `other`)."),
+                  name: Optional[str] = typer.Option(None, "--name", help="pretty_name of the dataset.")) -> None:
+    """Write the bank's README.md dataset card (Hub YAML header: data files, features, identity)."""
+    from pipeline.bank.card import write_card
+    from pipeline.bank.store import open_bank
+
+    files = open_bank(path)
+    typer.echo(f"wrote {write_card(files, license=license, pretty_name=name)} ({files.rows} rows, "
+               f"{len(files.shards)} shards); upload: huggingface-cli upload OWNER/NAME {path} . --repo-type dataset")
 
 
 @app.command()

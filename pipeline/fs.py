@@ -1,4 +1,4 @@
-"""Filesystem access through pyarrow: local paths and any pyarrow filesystem URI.
+"""Filesystem access through pyarrow: local paths, pyarrow filesystem URIs and fsspec URLs.
 
 Crash safety rests on one primitive: `atomic_write` writes to a temporary name in the
 same directory and renames it into place, so a reader sees either the old file or the
@@ -33,15 +33,34 @@ class Location:
         return posixpath.join(self.root, *parts)
 
 
+# schemes pyarrow opens itself; any other `scheme://` goes through fsspec (hf://, memory://, …)
+PYARROW_SCHEMES = frozenset({"file", "s3", "gs", "gcs", "hdfs", "viewfs", "abfs", "abfss"})
+
+
 def resolve(uri: str) -> Location:
-    """`/local/dir`, `relative/dir`, `file:///x`, `s3://bucket/key`, … → `Location`."""
+    """`/local/dir`, `relative/dir`, `file:///x`, `s3://bucket/key` (pyarrow's own
+    filesystems), or any fsspec URL — `hf://datasets/OWNER/NAME` (huggingface_hub's
+    `HfFileSystem`), `memory://x`, … — wrapped in pyarrow's `FSSpecHandler` → `Location`."""
     if "://" not in uri:
         return Location(pafs.LocalFileSystem(), os.path.abspath(uri))
+    if uri.split("://", 1)[0].lower() not in PYARROW_SCHEMES:
+        return _resolve_fsspec(uri)
     try:
         fs, root = pafs.FileSystem.from_uri(uri)
     except (ValueError, OSError) as exc:  # ArrowInvalid is a ValueError, ArrowIOError an OSError
         raise UserError(f"{uri}: cannot open this location ({exc}); give a local path or a pyarrow filesystem URI") from None
     return Location(fs, root)
+
+
+def _resolve_fsspec(uri: str) -> Location:
+    import fsspec
+
+    try:
+        fs, root = fsspec.core.url_to_fs(uri)
+    except (ImportError, ValueError, OSError) as exc:  # unknown protocol, its package missing, or unreachable
+        raise UserError(f"{uri}: cannot open this location ({exc}); give a local path, a pyarrow filesystem URI "
+                        "or an fsspec URL whose package is installed (hf:// needs huggingface_hub)") from None
+    return Location(pafs.PyFileSystem(pafs.FSSpecHandler(fs)), root.rstrip("/") or "/")
 
 
 def exists(loc: Location, rel: str) -> bool:

@@ -155,10 +155,54 @@ def plot(arms: dict, path: str | Path, title: str = "") -> None:
     plt.close(fig)
 
 
+# the curves of the DVC plots: column of curves/ARM.csv → metrics.jsonl key (mean over seeds, %)
+CURVE_COLUMNS = {"pass1": "eval/pass@1", "flawed_pass1": "eval/flawed/pass@1", "rest_pass1": "eval/rest/pass@1"}
+
+
+def curve_table(runs: list[list[dict]]) -> str:
+    """CSV of one arm's curves for `dvc plots`: step, online rollout tokens (thousands) and
+    pass@1 (%, mean over seeds) overall, on the flawed subset and on the rest, at every
+    step all seeds evaluated. A subset the problems lack is left out."""
+    steps, _, _, toks = curve(runs, "eval/pass@1")
+    columns = {"step": steps.tolist(), "online_ktokens": [round(t / 1e3, 3) for t in toks]}
+    for name, key in CURVE_COLUMNS.items():
+        s, mean, _, _ = curve(runs, key)
+        if len(s) and s.tolist() == columns["step"]:
+            columns[name] = [round(100 * v, 2) for v in mean]
+    rows = [",".join(columns)] + [",".join(str(col[i]) for col in columns.values()) for i in range(len(steps))]
+    return "\n".join(rows) + "\n"
+
+
+def arm_metrics(row: dict) -> dict:
+    """The few numbers of one arm that `dvc metrics show` prints (final evaluation, mean over
+    seeds, %): pass@1 overall / flawed / rest, pass@k at the eval's largest k, and online
+    rollout tokens relative to the baseline arm."""
+    out = {}
+    for name, key in (("pass@1", "eval/pass@1"), ("flawed", "eval/flawed/pass@1"), ("rest", "eval/rest/pass@1"),
+                      (f"pass@{row.get('top_k')}", f"eval/pass@{row.get('top_k')}")):
+        if key in row:
+            out[name] = round(100 * row[key][0], 1)
+    if row.get("token_ratio") is not None:
+        out["tokens/baseline"] = round(row["token_ratio"], 3)
+    return out
+
+
+def write_dvc_views(arms: dict, summary: dict, out: Path) -> None:
+    """curves/ARM.csv (plots) and arms/ARM.json (metrics), one file per arm."""
+    for sub, ext in (("curves", "csv"), ("arms", "json")):
+        (out / sub).mkdir(parents=True, exist_ok=True)
+        for stale in (out / sub).glob(f"*.{ext}"):  # an arm no longer reported
+            stale.unlink()
+    for arm, runs in arms.items():
+        (out / "curves" / f"{arm}.csv").write_text(curve_table(runs))
+        (out / "arms" / f"{arm}.json").write_text(json.dumps(arm_metrics(summary[arm]), indent=1) + "\n")
+
+
 def write_report(root: str | Path, *, baseline: str = "grpo", title: str = "", out_dir: str | Path | None = None,
                  only: tuple[str, ...] = ()) -> str:
-    """Write report.md, curves.png and results.json to `out_dir` (default: the study's root);
-    `only` keeps just those arms (in that order), e.g. for a readable figure."""
+    """Write report.md, curves.png and results.json to `out_dir` (default: the study's root),
+    and the DVC views curves/ARM.csv and arms/ARM.json; `only` keeps just those arms (in
+    that order), e.g. for a readable figure."""
     root = Path(root)
     out = Path(out_dir) if out_dir is not None else root
     arms = load_arms(root)
@@ -178,5 +222,6 @@ def write_report(root: str | Path, *, baseline: str = "grpo", title: str = "", o
     out.mkdir(parents=True, exist_ok=True)
     plot(arms, out / "curves.png", title)
     (out / "results.json").write_text(json.dumps(summary, indent=1))
+    write_dvc_views(arms, summary, out)
     (out / "report.md").write_text(f"# {title or root.name}\n\n{table}\n\n![curves](curves.png)\n")
     return table

@@ -6,6 +6,8 @@ every benchmark and subset computes each model's pass@k curve, where the curves 
 atomically, into `out_dir`:
 
     diversity.json        curves, crossings and distinct-correct summaries
+    distinct/LABEL.json   what `dvc metrics show` prints, one file per model: per benchmark
+                          the mean distinct correct solutions per problem (all problems)
     passk_curves.csv      benchmark, subset, model, k, pass_at_k
     distinct_correct.csv  benchmark, model, problem_id, flawed, n, correct, counted, distinct_correct
                           (counted: correct samples that count under the `Counting`)
@@ -122,6 +124,16 @@ def format_report(report: dict) -> str:
     return "\n".join(lines)
 
 
+def summary_metrics(report: dict) -> dict:
+    """{model: {benchmark: {"distinct": mean distinct correct solutions per problem}}} (all
+    problems): one file per model, so `dvc metrics show` prints one `BENCH.distinct` column."""
+    out: dict = {}
+    for bench, entry in report["benchmarks"].items():
+        for label, d in entry["distinct_correct"].get("all", {}).items():
+            out.setdefault(label, {})[bench] = {"distinct": round(d["mean"], 2)}
+    return out
+
+
 def write_report(runs: Sequence[tuple[str, Path]], out_dir: str, *, counting: Counting = Counting.ANSWER) -> dict:
     """Load the runs, compute the report and write the four files into `out_dir`."""
     import json
@@ -133,6 +145,9 @@ def write_report(runs: Sequence[tuple[str, Path]], out_dir: str, *, counting: Co
     loc = resolve(out_dir)
     payload = (json.dumps(report, indent=2) + "\n").encode()
     atomic_write(loc, "diversity.json", lambda s: s.write(payload))
+    for label, per_bench in summary_metrics(report).items():
+        payload_l = (json.dumps(per_bench, indent=2) + "\n").encode()
+        atomic_write(loc, f"distinct/{label}.json", lambda s, p=payload_l: s.write(p))
     atomic_write(loc, "passk_curves.csv", lambda s: s.write(_curves_csv(report)))
     atomic_write(loc, "distinct_correct.csv", lambda s: s.write(_distinct_csv(data)))
     png = plot_report(report)

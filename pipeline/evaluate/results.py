@@ -15,6 +15,11 @@ sampling again. `metrics.json` is what `dvc metrics show` reads:
 A benchmark file holding several benchmarks (a verl / LUFFY validation parquet, one
 `data_source` per benchmark) is scored overall (`all`) and per source
 (`data_source=<name>`); `results.parquet` keeps each problem's `data_source`.
+
+For DVC the run also writes the few numbers that matter, `summary.json` — per benchmark
+pass@1 overall, on `flawed` and on `rest`, and pass@n at the largest k, in % — which
+`dvc metrics show` prints, and `passk.csv` (k, then pass@k in % of every benchmark ×
+subset), which `dvc plots` draws; `metrics.json` keeps everything.
 """
 
 from __future__ import annotations
@@ -32,6 +37,8 @@ SOURCE_SUBSET = "data_source={}"
 RESULTS_FILE = "results.parquet"
 METRICS_FILE = "metrics.json"
 CONFIG_FILE = "config.json"
+SUMMARY_FILE = "summary.json"  # the few numbers `dvc metrics show` prints
+PASSK_FILE = "passk.csv"  # the pass@k curves `dvc plots` draws
 
 RESULTS_SCHEMA = pa.schema([
     ("model", pa.string()),
@@ -142,3 +149,33 @@ def format_metrics(metrics: dict) -> str:
     lines = [head, "-" * len(head)]
     lines += [f"{b:<12} {s:<{width}} " + " ".join(f"{100 * t[k]:6.1f}" for k in ks) for b, s, t in rows]
     return "\n".join(lines)
+
+
+def summary_metrics(metrics: dict) -> dict:
+    """`summary.json`: per benchmark {"pass@1", "flawed", "rest", "pass@<largest k>"} in %."""
+    out = {}
+    for bench, entry in metrics.items():
+        if not isinstance(entry, dict):
+            continue
+        top = list(entry["all"])[-1]
+        row = {"pass@1": entry["all"].get("pass@1")}
+        row.update({subset: entry[subset].get("pass@1") for subset in ("flawed", "rest") if subset in entry})
+        row[top] = entry["all"][top]
+        out[bench] = {k: round(100 * v, 1) for k, v in row.items() if v is not None}
+    return out
+
+
+def passk_csv(metrics: dict) -> str:
+    """`passk.csv`: one row per k; a column per benchmark (all problems) and per benchmark
+    subset (`BENCH_flawed`, `BENCH_rest`), pass@k in %."""
+    columns: dict[str, dict[str, float]] = {}
+    for bench, entry in metrics.items():
+        if isinstance(entry, dict):
+            for subset, by_k in entry.items():
+                if subset != "stats":
+                    columns[bench if subset == "all" else f"{bench}_{subset}"] = by_k
+    ks = sorted({int(k.removeprefix("pass@")) for by_k in columns.values() for k in by_k})
+    rows = ["k," + ",".join(columns)]
+    rows += [f"{k}," + ",".join(f"{100 * c[f'pass@{k}']:.2f}" if f"pass@{k}" in c else "" for c in columns.values())
+             for k in ks]
+    return "\n".join(rows) + "\n"

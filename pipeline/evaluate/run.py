@@ -5,8 +5,9 @@ every benchmark file and its answers, k ≤ n, the sampling values) without load
 model — `--dry-run` stops there and prints the plan. Then the model is loaded once,
 each benchmark is sampled in calls of about `batch_size` sequences (one progress-bar
 update per call, seeded by (seed, benchmark, first problem) so a run repeats), scored
-by the verifier in worker processes with a hard timeout, and the three outputs are
-written, each atomically: `results.parquet`, `config.json`, then `metrics.json`.
+by the verifier in worker processes with a hard timeout, and the outputs are written,
+each atomically: `results.parquet`, `config.json`, `summary.json` and `passk.csv` (the
+DVC views), then `metrics.json`.
 """
 
 from __future__ import annotations
@@ -22,8 +23,9 @@ from pipeline.data import Problem, load_problems
 from pipeline.engines import SamplingParams
 from pipeline.errors import UserError
 from pipeline.evaluate.config import EvaluateConfig
-from pipeline.evaluate.results import (CONFIG_FILE, METRICS_FILE, RESULTS_FILE, ProblemResult, benchmark_metrics,
-                                       format_metrics, results_table, subset_masks)
+from pipeline.evaluate.results import (CONFIG_FILE, METRICS_FILE, PASSK_FILE, RESULTS_FILE, SUMMARY_FILE, ProblemResult,
+                                       benchmark_metrics, format_metrics, passk_csv, results_table, subset_masks,
+                                       summary_metrics)
 from pipeline.evaluate.source import ModelSource, resolve_source
 from pipeline.memory_check import refuse_if_unfit, sampling_report
 
@@ -190,5 +192,9 @@ def write_outputs(plan: Plan, results: dict[str, list[ProblemResult]], metrics: 
     record = {"label": cfg.label, "model": plan.source.describe(), "config": to_dict(cfg),
               "sampling": {k: getattr(plan.sampling, k) for k in plan.sampling.__dataclass_fields__}}
     write_json(loc, CONFIG_FILE, record)
+    summary = (json.dumps(summary_metrics(metrics), indent=2) + "\n").encode()
+    atomic_write(loc, SUMMARY_FILE, lambda stream: stream.write(summary))
+    curves = passk_csv(metrics).encode()
+    atomic_write(loc, PASSK_FILE, lambda stream: stream.write(curves))
     payload = (json.dumps(metrics, indent=2) + "\n").encode()  # unsorted: k ascending, as computed
     atomic_write(loc, METRICS_FILE, lambda stream: stream.write(payload))

@@ -85,7 +85,8 @@ def test_report_can_be_written_elsewhere(tmp_path):
     (run / "summary.json").write_text("{}")
     (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in _records([0, 0.5], [1, 1], 10)))
     write_report(tmp_path / "study", out_dir=tmp_path / "report")
-    assert sorted(p.name for p in (tmp_path / "report").iterdir()) == ["curves.png", "report.md", "results.json"]
+    assert sorted(p.name for p in (tmp_path / "report").iterdir()) == ["arms", "curves", "curves.png", "report.md",
+                                                                        "results.json"]
     assert not (tmp_path / "study" / "report.md").exists()
 
 
@@ -119,3 +120,23 @@ def test_without_a_flawed_subset_the_gap_is_on_all_problems():
     s = summarise({"grpo": [recs([0.9, 0.9, 0.95])], "s2lpo": [recs([0.9, 0.87, 0.97])]}, "grpo")
     assert s["s2lpo"]["worst_rest_gap"] == pytest.approx(-3.0)
     assert "steps_to_baseline_final" not in s["s2lpo"]
+
+
+@pytest.mark.slow  # write_report draws curves.png (~10 s on a loaded 2-core CPU)
+def test_dvc_views_hold_the_mean_curves_and_few_final_numbers(tmp_path):
+    """curves/ARM.csv (what `dvc plots` reads) and arms/ARM.json (what `dvc metrics show` prints)."""
+    for seed, flawed in ((0, [0.0, 0.2]), (1, [0.1, 0.4])):
+        run = tmp_path / "grpo" / f"seed{seed}"
+        run.mkdir(parents=True)
+        (run / "summary.json").write_text("{}")
+        recs = _records(flawed, [0.9, 0.8], 100)
+        recs[-1]["eval/pass@4"] = 0.95
+        (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs))
+    (tmp_path / "arms").mkdir()
+    (tmp_path / "arms" / "gone.json").write_text("{}")  # an arm no longer in the study
+    write_report(tmp_path)
+    assert (tmp_path / "curves" / "grpo.csv").read_text().splitlines() == [
+        "step,online_ktokens,pass1,flawed_pass1,rest_pass1", "0,0.0,47.5,5.0,90.0", "10,1.0,55.0,30.0,80.0"]
+    assert json.loads((tmp_path / "arms" / "grpo.json").read_text()) == {
+        "pass@1": 55.0, "flawed": 30.0, "rest": 80.0, "pass@4": 95.0, "tokens/baseline": 1.0}
+    assert sorted(p.name for p in (tmp_path / "arms").iterdir()) == ["grpo.json"]

@@ -103,6 +103,8 @@ def test_diversity_command_writes_curves_crossings_and_distinct_counts(tmp_path)
     assert entry["crossings"]["flawed"] == [{"lower": "base", "higher": "explorer", "k": None}]
     assert entry["distinct_correct"]["all"]["explorer"] == {"mean": 1.5, "mean_solved": 1.5, "share": 0.75}
     assert entry["distinct_correct"]["all"]["base"] == {"mean": 0.5, "mean_solved": 1.0, "share": 0.25}
+    for label, distinct in (("explorer", 1.5), ("base", 0.5)):  # `dvc metrics show`'s few numbers, a file per model
+        assert json.loads((tmp_path / "div" / "distinct" / f"{label}.json").read_text()) == {"testbed": {"distinct": distinct}}
     lines = (tmp_path / "div" / "distinct_correct.csv").read_text().splitlines()
     assert lines[0] == "benchmark,model,problem_id,flawed,n,correct,counted,distinct_correct"
     assert "testbed,explorer,p0,False,4,3,3,2" in lines and "testbed,base,p1,True,4,0,0,0" in lines

@@ -71,6 +71,14 @@ def test_evaluate_end_to_end_on_a_tiny_model(eval_world, tmp_path, monkeypatch):
         want = mean_pass_at_k([4] * len(rows), [table["correct"][i] for i in rows], [1, 2, 4])
         assert metrics["testbed"][subset] == {f"pass@{k}": pytest.approx(v, abs=1e-6) for k, v in want.items()}
     assert metrics["testbed"]["stats"]["problems"] == 6
+    # the DVC views: a few numbers (%) for `dvc metrics show`, the curves for `dvc plots`
+    pct = lambda v: round(100 * v, 1)  # noqa: E731
+    assert json.loads((tmp_path / "out" / "summary.json").read_text()) == {"testbed": {
+        "pass@1": pct(metrics["testbed"]["all"]["pass@1"]), "flawed": pct(metrics["testbed"]["flawed"]["pass@1"]),
+        "rest": pct(metrics["testbed"]["rest"]["pass@1"]), "pass@4": pct(metrics["testbed"]["all"]["pass@4"])}}
+    lines = (tmp_path / "out" / "passk.csv").read_text().splitlines()
+    assert lines[0] == "k,testbed,testbed_flawed,testbed_rest" and [r.split(",")[0] for r in lines[1:]] == ["1", "2", "4"]
+    assert float(lines[3].split(",")[2]) == pytest.approx(100 * metrics["testbed"]["flawed"]["pass@4"], abs=0.01)
     assert metrics["testbed"]["stats"]["mean_length"] == pytest.approx(np.mean(sum(table["lengths"], [])), abs=1e-3)
     config = json.loads((tmp_path / "out" / "config.json").read_text())
     assert config["label"] == "out" and config["sampling"]["temperature"] == 1.0
