@@ -1,19 +1,20 @@
 """A prepared GPU check: the GPU paths that have never run, in one command of at most 8 minutes.
 
     make gpu-check                                   # = python benchmarks/gpu_check.py (CUDA)
-    python benchmarks/gpu_check.py [--out DIR] [--budget-s 480]
+    python benchmarks/gpu_check.py [--out DIR] [--budget-s 480] [--keep-work]
     python benchmarks/gpu_check.py --device cpu --small   # the CI version (tests/test_gpu_check.py)
 
 Writes DIR/gpu_check.json (the report) and DIR/gpu_check.txt (the summary, also printed);
 DIR defaults to data/gpu_check. Scratch files go to a temporary directory (--keep-work keeps it).
 
-Phases (each one records its error and the next one runs; once --budget-s is spent the
-remaining phases are skipped, not run):
-1. `matmul`: bf16 matrix-product throughput, the anchor (8192³ on CUDA; 512³ on CPU).
-2. `testbed`: the CPU testbed family. `s2lpo prepare` (a short SFT: the package's SFT runs on
-   the CPU whatever the machine has), then a CPU reference process (CUDA hidden) and a
-   target process on the device, each running `s2lpo explore` (HF engine) and 5 `s2lpo
-   train` steps; the target also times the HF engine on the device, trains in bf16
+Phases, run in the order matmul, memory_sweep, loss_head, qwen3_tiny, testbed (the longest
+last); each one records its error and the next one runs; once --budget-s is spent the
+remaining phases are skipped, not run:
+- `matmul`: bf16 matrix-product throughput, the anchor (8192³ on CUDA; 512³ on CPU).
+- `testbed`: the CPU testbed family. `s2lpo prepare` (a short SFT: the package's SFT runs on
+   the CPU whatever the machine has), then the CPU reference (a child process, CUDA hidden)
+   and the target (this process, on the device), each running `s2lpo explore` (HF engine)
+   and 5 `s2lpo train` steps; the target also times the HF engine on the device, trains in bf16
    (`dtype: bfloat16`), resumes a 3-step run to 5, and runs FSDP2 mixed precision
    (`distributed.param_dtype: bfloat16`) as one torchrun rank after one all-reduce on
    the backend the package picks (NCCL on CUDA, gloo on CPU). All train runs read the
@@ -31,16 +32,16 @@ remaining phases are skipped, not run):
    `fsdp_active` says whether FSDP2 was applied: the package runs a one-process torchrun
    as a plain single process (stage2_train.distributed: WORLD_SIZE 1), so on one GPU it
    is false and that run is the fp32 run again.
-3. `qwen3_tiny`: a random 2-layer Qwen3 at the real vocabulary (151,936) on the vendored
+- `qwen3_tiny`: a random 2-layer Qwen3 at the real vocabulary (151,936) on the vendored
    Qwen3 tokenizer: the HF engine generates on the device, then one plain-GRPO step of
    `s2lpo train` on the GSM8K sample (chat template).
-4. `memory_sweep`: one micro-batch-1 training step of Qwen3-0.6B's shapes (random weights,
+- `memory_sweep`: one micro-batch-1 training step of Qwen3-0.6B's shapes (random weights,
    gradient checkpointing, a frozen reference, AdamW) at responses of 512 → 4096 tokens
    after a 200-token prompt, in float32 and bfloat16: seconds per phase (reference
    log-probs, forward + backward, optimizer) and peak CUDA memory (max_memory_allocated)
    against the package's own estimate for the same shapes (`package_memory_estimate`;
    its assumptions — FSDP2, bf16 logits — are printed with it).
-5. `loss_head`: the chunked log-prob head (stage2_train.policy.token_logprobs) against the
+- `loss_head`: the chunked log-prob head (stage2_train.policy.token_logprobs) against the
    plain one (benchmarks/logprob_memory.py) at vocabulary 151,936, 4 rows × 4096 tokens,
    forward with entropy + backward: peak CUDA memory above the batch, seconds, and the
    largest log-prob difference between them.
@@ -55,8 +56,9 @@ Missing packages stop the check with one line naming the wheels to carry. The GP
 (Python 3.12) has torch, transformers, peft, pyarrow, typer, PyYAML, tqdm, matplotlib and
 tensorboard; the package runs from this tree (no install, no wheel of it). It lacks only
 math-verify (the verifier's fallback for answers that are not plain numbers) and what it
-needs; datasets (hub ids only) and dvc are never imported here. The carry list, 0.38 MB
-(measured: 383,479 bytes in 3 wheels; the limit is 64 MiB):
+needs; datasets (hub ids only; 0.88 MB with dill and multiprocess) and dvc are never
+imported here, so they are not carried. The carry list, 0.38 MB (measured: 383,479 bytes
+in 3 wheels; the limit is 64 MiB):
 
     python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 \\
         --implementation cp --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 \\
@@ -75,7 +77,6 @@ import importlib.util
 import json
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -135,7 +136,8 @@ def package_memory_estimate(config: dict, *, prompt_tokens: int, response_tokens
     when the arithmetic moves into the package (pipeline/memory.py)."""
     est = load_module(ROOT / "launch" / "estimate.py")
     n, root = est.parameter_counts(config)
-    a = argparse.Namespace(gpus=gpus, micro_batch=micro_batch, prompt_tokens=prompt_tokens, max_response=response_tokens)
+    a = argparse.Namespace(gpus=gpus, micro_batch=micro_batch, prompt_tokens=prompt_tokens,
+                           max_response=response_tokens)
     return est.training_memory(n, root, config["num_hidden_layers"], config, a)
 
 
@@ -245,7 +247,8 @@ def memory_sweep(device: str, config: dict, prompt_tokens: int, lengths: list[in
     return {"config": config, "micro_batch": 1, "prompt_tokens": prompt_tokens, "gradient_checkpointing": True,
             "estimator": "launch/estimate.py training_memory, gpus=1 (assumes FSDP2 bf16 compute over fp32 masters)",
             "estimate_items_gb_at_longest": est,
-            "runs": {dtype: _sweep_one(device, config, dtype, prompt_tokens, lengths) for dtype in ("float32", "bfloat16")}}
+            "runs": {dtype: _sweep_one(device, config, dtype, prompt_tokens, lengths)
+                     for dtype in ("float32", "bfloat16")}}
 
 
 def loss_head(device: str, rows: int, length: int, vocab: int = 151936) -> dict:
@@ -288,38 +291,30 @@ def loss_head(device: str, rows: int, length: int, vocab: int = 151936) -> dict:
     return out
 
 
-def run_child(args: list[str], *, cpu: bool, timeout_s: float) -> None:
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
-    if cpu:
-        env["CUDA_VISIBLE_DEVICES"] = ""
-    proc = subprocess.run([sys.executable, *args], capture_output=True, text=True, timeout=max(1, timeout_s),
-                          check=False, cwd=ROOT, env=env)
-    if proc.returncode != 0:
-        tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
-        raise RuntimeError(f"{' '.join(args[:3])} exited {proc.returncode}: {' | '.join(tail)}")
-
-
 def testbed(work: Path, sizes: dict, deadline: float) -> dict:
     """`s2lpo prepare`, then the CPU reference (a child process) and the target (here)."""
     import yaml
 
     prep = sizes["prepare"]
-    member = lambda layers, hidden, seed: {"layers": layers, "hidden": hidden, "sft_steps": prep["sft_steps"], "seed": seed}
+
+    def member(layers: int, hidden: int, seed: int) -> dict:
+        return {"layers": layers, "hidden": hidden, "sft_steps": prep["sft_steps"], "seed": seed}
+
     section = {"out_dir": str(work / "family"), "train_size": prep["train_size"], "test_size": prep["test_size"],
                "test_flawed": prep["test_flawed"], "eval_samples": prep["eval_samples"],
                "explorer": member(*prep["explorer"], 1), "learner": member(*prep["learner"], 2)}
     params = work / "prepare.yaml"
     params.write_text(yaml.safe_dump({"prepare": section}))
     t0 = time.perf_counter()
-    run_child(["-m", "pipeline.cli", "prepare", "--params", str(params)], cpu=True, timeout_s=deadline - time.time())
+    runs.run_bounded(["-m", "pipeline.cli", "prepare", "--params", str(params)], cpu=True, deadline=deadline)
     family = json.loads((work / "family" / "passk.json").read_text())
     out = {"prepare": {"seconds": time.perf_counter() - t0, "device": "cpu", "sft_steps": prep["sft_steps"],
                        "pass_at_1": {m: family[m]["pass_at_k"]["all"]["1"] for m in ("explorer", "learner")}}}
     result = work / "reference.json"  # the CPU reference: a child process that cannot see the GPU
-    run_child([str(Path(__file__)), "--child", "reference", json.dumps(sizes["testbed"]), str(work), str(result),
-               str(max(1.0, deadline - time.time()))], cpu=True, timeout_s=deadline - time.time())
+    runs.run_bounded([str(Path(__file__)), "--child", "reference", json.dumps(sizes["testbed"]), str(work), str(result),
+                      str(deadline)], cpu=True, deadline=deadline)
     out["reference"] = json.loads(result.read_text())
-    out["target"] = runs.testbed_role("target", sizes["testbed"], work, max(1.0, deadline - time.time()))
+    out["target"] = runs.testbed_role("target", sizes["testbed"], work, deadline)
     return out
 
 
@@ -327,11 +322,12 @@ def run_phases(args, work: Path) -> dict:
     sizes = SIZES["small" if args.small else "full"]
     start = time.time()
     deadline = start + args.budget_s
+    # the short GPU measurements first, the testbed (the longest) last
     phases = {"matmul": lambda: matmul_anchor(args.device, **sizes["matmul"]),
-              "testbed": lambda: testbed(work, sizes, deadline),
-              "qwen3_tiny": lambda: runs.qwen3_tiny(sizes["qwen3"], work),
               "memory_sweep": lambda: memory_sweep(args.device, **sizes["sweep"]),
-              "loss_head": lambda: loss_head(args.device, **sizes["loss_head"])}
+              "loss_head": lambda: loss_head(args.device, **sizes["loss_head"]),
+              "qwen3_tiny": lambda: runs.qwen3_tiny(sizes["qwen3"], work),
+              "testbed": lambda: testbed(work, sizes, deadline)}
     report = {}
     for name, fn in phases.items():
         if time.time() > deadline:
@@ -367,10 +363,12 @@ def main(argv=None) -> int:
     ap.add_argument("--device", choices=("cuda", "cpu"), default="cuda")
     ap.add_argument("--small", action="store_true", help="CI sizes (seconds on a CPU)")
     ap.add_argument("--out", type=Path, default=ROOT / "data" / "gpu_check")
-    ap.add_argument("--budget-s", type=float, default=480.0, help="phases not started by then are skipped")
+    ap.add_argument("--budget-s", type=float, default=None,
+                    help="phases not started by then are skipped (default 480; 1800 with --small: loaded CI hosts)")
     ap.add_argument("--keep-work", action="store_true", help="keep the scratch directory (printed)")
     ap.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
+    args.budget_s = args.budget_s or (1800.0 if args.small else 480.0)
     if args.child:
         if args.child[0] == "torchrun-train":
             runs.torchrun_child(*args.child[1:])
@@ -383,7 +381,8 @@ def main(argv=None) -> int:
     import torch
 
     if args.device == "cuda" and not torch.cuda.is_available():
-        sys.exit("error: --device cuda but torch sees no CUDA device; run on a GPU machine or pass --device cpu --small")
+        sys.exit("error: --device cuda but torch sees no CUDA device; run on a GPU machine or pass "
+                 "--device cpu --small")
     from gpu_check_report import build_report, summary
 
     work = Path(tempfile.mkdtemp(prefix="gpu-check-"))

@@ -133,9 +133,11 @@ def summary(report: dict) -> str:
         tb = ph["testbed"]
         ex, hf = tb["target"]["explore"], tb["target"]["hf_engine"]
         lines.append(f"testbed: prepare {tb['prepare']['seconds']:.0f} s on CPU (pass@1 {tb['prepare']['pass_at_1']}); "
-                     f"s2lpo explore {ex['seconds']:.1f} s, bank pass@1 {ex['pass_at_1']:.3f}, peak {_mib(ex['peak_cuda_mib'])}")
+                     f"s2lpo explore {ex['seconds']:.1f} s, bank pass@1 {ex['pass_at_1']:.3f}, "
+                     f"peak {_mib(ex['peak_cuda_mib'])}")
         if "error" not in hf:
-            lines.append(f"  HF engine on {hf['device']}: {hf['tokens_per_s']:,.0f} tokens/s ({hf['sequences']} sequences)")
+            lines.append(f"  HF engine on {hf['device']}: {hf['tokens_per_s']:,.0f} tokens/s "
+                         f"({hf['sequences']} sequences)")
         for name, run in tb["target"]["train"].items():
             if "error" in run:
                 lines.append(f"  train {name:<10} FAILED: {run['error']}")
@@ -148,8 +150,9 @@ def summary(report: dict) -> str:
     if ph["qwen3_tiny"]["ok"]:
         q = ph["qwen3_tiny"]
         g, t = q["generate"], q["train_step"]
-        lines.append(f"qwen3 tiny ({q['parameters'] / 1e6:.1f}M parameters, vocabulary {q['vocab_size']:,}): HF engine on "
-                     f"{g['device']} {g['tokens_per_s']:,.0f} tokens/s; one train step {t['step_times']['step']['mean_s']:.2f} s, "
+        lines.append(f"qwen3 tiny ({q['parameters'] / 1e6:.1f}M parameters, vocabulary {q['vocab_size']:,}): "
+                     f"HF engine on {g['device']} {g['tokens_per_s']:,.0f} tokens/s; "
+                     f"one train step {t['step_times']['step']['mean_s']:.2f} s, "
                      f"peak {_mib(t['peak_cuda_mib'])}")
     if ph["memory_sweep"]["ok"]:
         lines.append("memory sweep (micro-batch 1, measured peak vs the package's estimate):")
@@ -167,7 +170,7 @@ def summary(report: dict) -> str:
                          f"{_mib(r['plain']['peak_cuda_mib'])}, chunked {r['chunked']['seconds']:.3f} s "
                          f"{_mib(r['chunked']['peak_cuda_mib'])}, max |Δ log p| {r['max_abs_logprob_diff']:.2e}")
     for c in report["checks"]:
-        detail = c.get("worst") or ""
+        detail = c.get("error") or c.get("worst") or ""
         lines.append(f"check {'ok  ' if c['ok'] else 'FAIL'} {c['name']}"
                      + (f"  max |Δ| {c['max_abs_diff']:.3g}" if _finite(c.get("max_abs_diff")) else "")
                      + (f"  ({detail})" if detail and not c["ok"] else ""))

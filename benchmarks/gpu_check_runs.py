@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -121,7 +122,8 @@ def run_explore_here(params: Path) -> dict:
     with measured(rec):
         done = run_explore(cfg, echo=lambda *_: None)
     info = bank_info(BankReader.open(cfg.bank))
-    rec.update(used_cuda=None if rec["peak_cuda_mib"] is None else rec["peak_cuda_mib"] > 0, rows=info["rows"], pass_at_1=info["pass_at_k"]["1"], mean_response_tokens=info["mean_response_tokens"],
+    rec.update(used_cuda=None if rec["peak_cuda_mib"] is None else rec["peak_cuda_mib"] > 0, rows=info["rows"],
+               pass_at_1=info["pass_at_k"]["1"], mean_response_tokens=info["mean_response_tokens"],
                tokens=done.get("tokens"), engine=str(cfg.engine.value))
     return rec
 
@@ -169,16 +171,31 @@ def weights_max_abs_diff(a: str, b: str) -> float:
     return max(float((ta[k].float() - tb[k].float()).abs().max()) for k in ta)
 
 
-def torchrun_train(params: Path, result: Path, timeout_s: float) -> dict:
+def run_bounded(args: list[str], *, deadline: float, cpu: bool = False) -> None:
+    """Run `python ARGS` from the repo root until `deadline` (epoch seconds); past it, the
+    whole process group is killed (a torchrun launcher and its worker alike). `cpu` hides CUDA."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    if cpu:
+        env["CUDA_VISIBLE_DEVICES"] = ""
+    proc = subprocess.Popen([sys.executable, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            cwd=ROOT, env=env, start_new_session=True)
+    try:
+        stdout, stderr = proc.communicate(timeout=max(1.0, deadline - time.time()))
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate()
+        raise RuntimeError(f"{' '.join(args[:3])}: still running at the time budget's end; killed") from None
+    if proc.returncode != 0:
+        tail = (stderr or stdout).strip().splitlines()[-3:]
+        raise RuntimeError(f"{' '.join(args[:3])} exited {proc.returncode}: {' | '.join(tail)}")
+
+
+def torchrun_train(params: Path, result: Path, deadline: float) -> dict:
     """`run_train` as rank 0 of a one-process torchrun; the child first checks one
     all-reduce on the backend the package would pick (NCCL on CUDA, gloo on CPU)."""
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "1",
-           str(Path(__file__).with_name("gpu_check.py")), "--child", "torchrun-train", str(params), str(result)]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s, check=False, cwd=ROOT,
-                          env={**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])})
-    if proc.returncode != 0 or not result.exists():
-        tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
-        raise RuntimeError(f"torchrun exited {proc.returncode}: {' | '.join(tail)}")
+    run_bounded(["-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "1",
+                 str(Path(__file__).with_name("gpu_check.py")), "--child", "torchrun-train", str(params), str(result)],
+                deadline=deadline)
     return json.loads(result.read_text())
 
 
@@ -200,7 +217,7 @@ def torchrun_child(params: str, result: str) -> None:
     Path(result).write_text(json.dumps(rec))
 
 
-def testbed_role(role: str, sizes: dict, work: Path, timeout_s: float) -> dict:
+def testbed_role(role: str, sizes: dict, work: Path, deadline: float) -> dict:
     """One device's share of the testbed phases (module docstring); returns its records."""
     bank = work / ("bank-reference" if role == "reference" else "bank-target")
     explore = {"prompts": str(work / "family" / "train.jsonl"), "explorer": str(work / "family" / "explorer"),
@@ -208,7 +225,8 @@ def testbed_role(role: str, sizes: dict, work: Path, timeout_s: float) -> dict:
                "max_new_tokens": sizes["max_new_tokens"], "engine": "hf", "scoring_workers": 0, "seed": 0}
     out: dict = {"device": "cuda" if cuda_available() else "cpu"}
     out["explore"] = run_explore_here(write_params(work / f"explore-{role}.yaml", {"explore": explore}))
-    params = {name: write_params(work / f"train-{role}-{name}.yaml", {"train": train_section(sizes, work, f"{role}-{name}", **kw)})
+    params = {name: write_params(work / f"train-{role}-{name}.yaml",
+                                 {"train": train_section(sizes, work, f"{role}-{name}", **kw)})
               for name, kw in [("fp32", {}), ("resume", {}), ("bf16", {"dtype": "bfloat16"}),
                                ("fsdp-bf16", {"distributed": {"strategy": "fsdp", "param_dtype": "bfloat16"}})]}
     out["train"] = {"fp32": run_train_here(params["fp32"])}
@@ -233,7 +251,7 @@ def testbed_role(role: str, sizes: dict, work: Path, timeout_s: float) -> dict:
     out["train"]["resume"] = attempt(resume)
     out["train"]["bf16"] = attempt(lambda: run_train_here(params["bf16"]))
     out["train"]["fsdp-bf16"] = attempt(lambda: torchrun_train(params["fsdp-bf16"], work / f"torchrun-{role}.json",
-                                                               timeout_s))
+                                                               deadline))
     return out
 
 
@@ -264,9 +282,11 @@ def qwen3_tiny(sizes: dict, work: Path) -> dict:
 
     gsm8k = ROOT / "tests" / "fixtures" / "gsm8k_sample.jsonl"
     tok = load_tokenizer(str(model_dir))
-    texts = render_prompts(tok, [p.question for p in load_problems(str(gsm8k), limit=sizes["prompts"])], template="chat")
+    questions = [p.question for p in load_problems(str(gsm8k), limit=sizes["prompts"])]
+    texts = render_prompts(tok, questions, template="chat")
     out = {"parameters": sum(p.numel() for p in model.parameters()), "vocab_size": cfg.vocab_size,
-           "generate": hf_engine_speed(str(model_dir), texts, n=sizes["group_size"], max_new_tokens=sizes["max_new_tokens"])}
+           "generate": hf_engine_speed(str(model_dir), texts, n=sizes["group_size"],
+                                       max_new_tokens=sizes["max_new_tokens"])}
     section = {"prompts": str(gsm8k), "learner": str(model_dir), "template": "chat", "bank": None,
                "out_dir": str(work / "runs" / "qwen3-tiny"), "steps": 1, "prompts_per_step": sizes["prompts"],
                "group_size": sizes["group_size"], "max_new_tokens": sizes["max_new_tokens"], "lr": 1e-5,
@@ -276,6 +296,6 @@ def qwen3_tiny(sizes: dict, work: Path) -> dict:
     return out
 
 
-def child(role: str, sizes_json: str, work: str, result: str, timeout_s: float) -> None:
-    rec = testbed_role(role, json.loads(sizes_json), Path(work), timeout_s)
+def child(role: str, sizes_json: str, work: str, result: str, deadline: float) -> None:
+    rec = testbed_role(role, json.loads(sizes_json), Path(work), deadline)
     Path(result).write_text(json.dumps(rec))
