@@ -42,6 +42,7 @@ def test_missing_packages_stop_with_one_line_naming_the_wheels():
         "no_such-1.0.whl"]
 
 
+@pytest.mark.slow  # builds Qwen3-8B and Qwen3-0.6B on the meta device (transformers import)
 def test_the_estimate_adapter_is_launch_estimate():
     gc = _load("gpu_check")
     est = gc.load_module(ROOT / "launch" / "estimate.py")
