@@ -130,15 +130,22 @@ def load_module(path: Path):
 
 
 def package_memory_estimate(config: dict, *, prompt_tokens: int, response_tokens: int, micro_batch: int = 1,
-                            gpus: int = 1) -> dict[str, float]:
-    """The package's own per-GPU training-memory estimate (GB = 1e9 bytes, by item) for these
-    shapes. The one place that names the estimator: today launch/estimate.py; repoint it here
-    when the arithmetic moves into the package (pipeline/memory.py)."""
-    est = load_module(ROOT / "launch" / "estimate.py")
-    n, root = est.parameter_counts(config)
-    a = argparse.Namespace(gpus=gpus, micro_batch=micro_batch, prompt_tokens=prompt_tokens,
-                           max_response=response_tokens)
-    return est.training_memory(n, root, config["num_hidden_layers"], config, a)
+                            gpus: int = 1, dtype: str = "float32") -> dict[str, float]:
+    """The package's own per-GPU estimate (pipeline.memory, GB = 1e9 bytes, by term) of the
+    learner's training phase for the shapes the sweep measures: one process, `dtype` weights
+    and a frozen reference copy, AdamW, gradient checkpointing, `micro_batch` rows of
+    prompt + response tokens. The CUDA-context term is left out: `max_memory_allocated`
+    does not count it."""
+    from pipeline import memory as mem
+
+    arch = mem.Arch.from_config({"model_type": "qwen3", **config})  # the sweep builds Qwen3 models
+    settings = mem.LearnerSettings(
+        dtype=dtype, param_dtype=None, fsdp=False, lora_r=0, lora_params=0, reference=True,
+        gradient_checkpointing=True, micro_batch=micro_batch, row_tokens=prompt_tokens + response_tokens,
+        engine_vllm=False, vllm=mem.VllmSettings(share=0.0, dtype=None), hf_batch=micro_batch,
+        rows_per_rank=micro_batch)
+    train = mem.train_phases(arch, mem.parameter_counts(arch), settings, mem.GpuSpec(gpus, 141.0))[0]
+    return {t.label: t.gb for t in train.terms if not t.label.startswith("CUDA context")}
 
 
 def _sync(device: str) -> None:
@@ -229,7 +236,7 @@ def _sweep_one(device: str, config: dict, dtype: str, prompt_tokens: int, length
         if i == 0:
             continue
         peak = _peak_mib(device)
-        est = package_memory_estimate(config, prompt_tokens=prompt_tokens, response_tokens=length)
+        est = package_memory_estimate(config, prompt_tokens=prompt_tokens, response_tokens=length, dtype=dtype)
         est_mib = sum(est.values()) * 1e9 / 2**20
         rows.append({"response_tokens": length, "tokens": prompt_tokens + length, "ref_logprobs_s": t[1] - t[0],
                      "forward_backward_s": t[2] - t[1], "optimizer_s": t[3] - t[2], "step_s": t[3] - t[0],
@@ -245,7 +252,7 @@ def _sweep_one(device: str, config: dict, dtype: str, prompt_tokens: int, length
 def memory_sweep(device: str, config: dict, prompt_tokens: int, lengths: list[int]) -> dict:
     est = package_memory_estimate(config, prompt_tokens=prompt_tokens, response_tokens=lengths[-1])
     return {"config": config, "micro_batch": 1, "prompt_tokens": prompt_tokens, "gradient_checkpointing": True,
-            "estimator": "launch/estimate.py training_memory, gpus=1 (assumes FSDP2 bf16 compute over fp32 masters)",
+            "estimator": "pipeline.memory.train_phases: one process, dtype weights + reference, AdamW, gradient checkpointing, micro-batch 1",
             "estimate_items_gb_at_longest": est,
             "runs": {dtype: _sweep_one(device, config, dtype, prompt_tokens, lengths)
                      for dtype in ("float32", "bfloat16")}}

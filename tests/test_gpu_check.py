@@ -42,15 +42,20 @@ def test_missing_packages_stop_with_one_line_naming_the_wheels():
         "no_such-1.0.whl"]
 
 
-@pytest.mark.slow  # builds Qwen3-8B and Qwen3-0.6B on the meta device (transformers import)
-def test_the_estimate_adapter_is_launch_estimate():
+def test_the_estimate_adapter_is_the_packages_training_phase():
+    from pipeline.model_configs import model_config
+
     gc = _load("gpu_check")
-    est = gc.load_module(ROOT / "launch" / "estimate.py")
-    items = gc.package_memory_estimate(est.QWEN3_8B, prompt_tokens=200, response_tokens=4096, gpus=8)
-    assert round(sum(items.values()), 1) == 35.5  # README "Scaling out": 35.5 GB per GPU
+    config = model_config("Qwen/Qwen3-8B-Base").config
+    items = gc.package_memory_estimate(config, prompt_tokens=512, response_tokens=4096)
+    n = 8_190_735_360  # Qwen3-8B-Base parameters (transformers' count, tests/pipeline/test_memory.py)
+    assert items["weights + AdamW m, v (12 B/param, one process)"] == pytest.approx(12 * n / 1e9)
+    assert items["reference model (4 B/param, one process)"] == pytest.approx(4 * n / 1e9)
+    assert not any(k.startswith("CUDA context") for k in items)  # max_memory_allocated does not count it
     one = gc.package_memory_estimate(gc.QWEN3_06B, prompt_tokens=200, response_tokens=512)
     longer = gc.package_memory_estimate(gc.QWEN3_06B, prompt_tokens=200, response_tokens=4096)
-    assert 0 < sum(one.values()) < sum(longer.values())
+    half = gc.package_memory_estimate(gc.QWEN3_06B, prompt_tokens=200, response_tokens=4096, dtype="bfloat16")
+    assert 0 < sum(one.values()) < sum(longer.values()) and sum(half.values()) < sum(longer.values())
 
 
 def test_compare_applies_atol_plus_rtol_and_fails_missing_values():
