@@ -40,7 +40,7 @@ remaining phases are skipped, not run:
    after a 200-token prompt, in float32 and bfloat16: seconds per phase (reference
    log-probs, forward + backward, optimizer) and peak CUDA memory (max_memory_allocated)
    against the package's own estimate for the same shapes (`package_memory_estimate`;
-   its assumptions — FSDP2, bf16 logits — are printed with it).
+   one process, `dtype` weights and a reference copy, AdamW, gradient checkpointing).
 - `loss_head`: the chunked log-prob head (stage2_train.policy.token_logprobs) against the
    plain one (benchmarks/logprob_memory.py) at vocabulary 151,936, 4 rows × 4096 tokens,
    forward with entropy + backward: peak CUDA memory above the batch, seconds, and the
