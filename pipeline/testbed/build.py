@@ -67,6 +67,12 @@ def make_splits(cfg: PrepareConfig) -> tuple[list[Problem], list[Problem]]:
 
 def prepare(cfg: PrepareConfig, *, echo=print) -> dict:
     """Build the family into `cfg.out_dir`; returns the pass@k report."""
+    from pipeline.testbed import numerics
+
+    numerics.pin(cfg.numerics)  # before this process (and the workers it spawns) runs any torch kernel
+    kernels = numerics.check(cfg.numerics)
+    if "warning" in kernels:
+        echo(f"warning: prepare.numerics {cfg.numerics.value}: {kernels['warning']}")
     out = Path(cfg.out_dir)
     tmp = out.with_name(out.name + ".partial")
     if tmp.exists():
@@ -77,7 +83,7 @@ def prepare(cfg: PrepareConfig, *, echo=print) -> dict:
     write_problems_jsonl(train, tmp / "train.jsonl")
     write_problems_jsonl(test, tmp / "test.jsonl")
     results = _train_members(cfg, tmp, test)
-    report = _report(cfg, test, results, wall_s=time.time() - start)
+    report = {**_report(cfg, test, results, wall_s=time.time() - start), "numerics": kernels}
     (tmp / "passk.json").write_text(json.dumps(report, indent=2) + "\n")
     _write_loss_csv(tmp / "sft_loss.csv", {m: results[m]["losses"] for m in members(cfg)})
     from pipeline.testbed.plots import plot_family_passk
@@ -106,11 +112,18 @@ def _train_members(cfg: PrepareConfig, tmp: Path, test: list[Problem]) -> dict:
     0.052 s on two (too small to use a second core), the learner's 0.34 s on one and
     0.19 s on two. So the explorer trains in a spawned process on one thread while the
     learner starts on the remaining cores, and the learner widens to every core as soon
-    as the explorer is done.
+    as the explorer is done. Pinned numerics (`numerics` other than native) fix every
+    member's thread count instead — 1 for the small members, `PINNED_LEARNER_THREADS` for
+    the learner, whatever the core count — since the thread count changes how reductions
+    split, and so the weights.
     """
     import torch
 
+    from pipeline.testbed.numerics import Numerics
+
     cores = max(1, os.cpu_count() or 1)
+    if cfg.numerics is not Numerics.NATIVE:
+        return _train_members_pinned(cfg, tmp, test)
     if cores < 2:
         return {name: _member_job(cfg, name, getattr(cfg, name), tmp / name, test) for name in members(cfg)}
     small = [m for m in members(cfg) if m != "learner"]
@@ -124,6 +137,18 @@ def _train_members(cfg: PrepareConfig, tmp: Path, test: list[Problem]) -> dict:
                 torch.set_num_threads(cores)
 
         learner = _member_job(cfg, "learner", cfg.learner, tmp / "learner", test, on_step=widen)
+        return {**{m: job.get() for m, job in jobs.items()}, "learner": learner}
+
+
+PINNED_LEARNER_THREADS = 2
+
+
+def _train_members_pinned(cfg: PrepareConfig, tmp: Path, test: list[Problem]) -> dict:
+    small = [m for m in members(cfg) if m != "learner"]
+    with mp.get_context("spawn").Pool(1) as pool:
+        jobs = {m: pool.apply_async(_member_job, (cfg, m, getattr(cfg, m), tmp / m, test),
+                                    {"threads": 1, "bar_position": 1 + i}) for i, m in enumerate(small)}
+        learner = _member_job(cfg, "learner", cfg.learner, tmp / "learner", test, threads=PINNED_LEARNER_THREADS)
         return {**{m: job.get() for m, job in jobs.items()}, "learner": learner}
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Optional
 
+from pipeline.testbed.numerics import Numerics
 from pipeline.testbed.sft import SFTSettings
 from pipeline.testbed.task import TaskSpec
 
@@ -53,6 +54,7 @@ class PrepareConfig:
     eval_samples: int = 64
     eval_temperature: float = 1.0
     eval_max_new_tokens: int = 48
+    numerics: Numerics = Numerics.NATIVE  # native | avx2 | compatible: which CPU kernels (pipeline/testbed/numerics.py)
 
     def __post_init__(self) -> None:
         if self.test_flawed > self.test_size:
