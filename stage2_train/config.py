@@ -108,6 +108,7 @@ class TrainConfig:
     mixing: Mixing = Mixing.MIXED
     bank_rows: BankRows = BankRows.ALL
     bank_prompts: BankPrompts = BankPrompts.ALL
+    bank_pass_band: Optional[tuple[float, float]] = None  # [low, high]: train only on prompts whose cached explorer pass rate is in it (stage2_train.difficulty)
     anneal: AnnealConfig = field(default_factory=AnnealConfig)
     temperature: float = 1.0  # online sampling (paper: 1.0; token-level-noise baseline: e.g. 1.2)
     top_p: float = 1.0
@@ -154,6 +155,12 @@ class TrainConfig:
             raise ValueError("need temperature > 0 and 0 < top_p ≤ 1")
         if self.loss.clip_low < 0 or self.loss.clip_high < 0:
             raise ValueError("clip_low and clip_high must be ≥ 0")
+        if self.bank_pass_band is not None:
+            band = self.bank_pass_band
+            if len(band) != 2 or not 0.0 <= band[0] <= band[1] <= 1.0:
+                raise ValueError(f"bank_pass_band {list(band)}: need [low, high] with 0 ≤ low ≤ high ≤ 1, e.g. [0.05, 0.5]")
+            if self.bank is None:
+                raise ValueError("bank_pass_band reads the explorer's pass rates from the bank; set bank (or drop the band)")
         if self.vllm_sleep_level not in (0, 1, 2):
             raise ValueError("vllm_sleep_level must be 0 (no sleep), 1 or 2")
         if self.tensor_parallel_size < 1:

@@ -350,12 +350,19 @@ def setup(cfg: TrainConfig, d: Dist = Dist(), *, echo=print) -> Run:
     optimizer = torch.optim.AdamW(trainable, lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(cfg.beta1, cfg.beta2))
     run = Run(cfg, tokenizer, model, trainable, optimizer, build_engine(cfg, model, tokenizer, d), make_scorer(cfg),
               problems, prompt_token_ids, ref_model=ref_model, dist=d, train_model=train_model)
-    if cfg.uses_bank:
+    if cfg.uses_bank or cfg.bank_pass_band is not None:
         run.reader, run.bank_rescorer = open_bank_for(cfg, tokenizer, problems, run.scorer, echo=echo)
         run.pool = eligible_pool(run.reader.pool, run.reader.correct, cfg.bank_rows)
+    if cfg.bank_pass_band is not None:
+        from stage2_train.difficulty import apply_pass_band
+
+        apply_pass_band(run, cfg.bank_pass_band, echo=echo)
+        if not cfg.uses_bank:  # GRPO on the band: the bank chose the prompts and is not read again
+            run.reader.close()
+            run.reader, run.bank_rescorer, run.pool = None, None, {}
     g_w = [bank_count(alpha_at(cfg, i), cfg.group_size) for i in range(1, cfg.steps + 1)]
     where = f" on {d.world_size} ranks ({d.strategy.value})" if d.active else ""
-    echo(f"train: {len(problems)} prompts, {cfg.steps} steps × {cfg.prompts_per_step} prompts × G={cfg.group_size}"
+    echo(f"train: {len(run.problems)} prompts, {cfg.steps} steps × {cfg.prompts_per_step} prompts × G={cfg.group_size}"
          f"{where}; bank share G_w per step {g_w[:3]}…{g_w[-1:]}; "
          f"{sum(p.numel() for p in trainable):,} trainable parameters")
     return run

@@ -4,11 +4,12 @@ Layout of `out_dir` (every later stage loads these like hub artifacts):
 
     train.jsonl, test.jsonl   problems in the question/answer layout (+ `flawed`)
     explorer/, learner/       `save_pretrained` model + tokenizer (safetensors)
-    passk.json                pass@k of both models on the test split, by subset
+    medium/                   the same for the optional middle-sized member (`medium` set)
+    passk.json                pass@k of every member on the test split, by subset
     passk.png                 the same as curves
-    sft_loss.csv              per-step SFT loss of both members
+    sft_loss.csv              per-step SFT loss of every member
 
-The explorer trains in a second process while the learner trains. Everything is built
+The explorer (then the medium member, if any) trains in a second process while the learner trains. Everything is built
 in `<out_dir>.partial` and each finished artifact is then renamed into `out_dir`, so
 an interrupted run never leaves a half-written model or split behind.
 """
@@ -29,6 +30,11 @@ from pipeline.testbed import task
 from pipeline.testbed.config import MemberRecipe, PrepareConfig
 
 MEMBERS = ("explorer", "learner")
+
+
+def members(cfg: PrepareConfig) -> tuple[str, ...]:
+    """The members `cfg` builds, smallest first: explorer, medium (when set), learner."""
+    return ("explorer", "medium", "learner") if cfg.medium is not None else MEMBERS
 
 
 def make_splits(cfg: PrepareConfig) -> tuple[list[Problem], list[Problem]]:
@@ -61,6 +67,12 @@ def make_splits(cfg: PrepareConfig) -> tuple[list[Problem], list[Problem]]:
 
 def prepare(cfg: PrepareConfig, *, echo=print) -> dict:
     """Build the family into `cfg.out_dir`; returns the pass@k report."""
+    from pipeline.testbed import numerics
+
+    numerics.pin(cfg.numerics)  # before this process (and the workers it spawns) runs any torch kernel
+    kernels = numerics.check(cfg.numerics)
+    if "warning" in kernels:
+        echo(f"warning: prepare.numerics {cfg.numerics.value}: {kernels['warning']}")
     out = Path(cfg.out_dir)
     tmp = out.with_name(out.name + ".partial")
     if tmp.exists():
@@ -71,9 +83,9 @@ def prepare(cfg: PrepareConfig, *, echo=print) -> dict:
     write_problems_jsonl(train, tmp / "train.jsonl")
     write_problems_jsonl(test, tmp / "test.jsonl")
     results = _train_members(cfg, tmp, test)
-    report = _report(cfg, test, results, wall_s=time.time() - start)
+    report = {**_report(cfg, test, results, wall_s=time.time() - start), "numerics": kernels}
     (tmp / "passk.json").write_text(json.dumps(report, indent=2) + "\n")
-    _write_loss_csv(tmp / "sft_loss.csv", {m: results[m]["losses"] for m in MEMBERS})
+    _write_loss_csv(tmp / "sft_loss.csv", {m: results[m]["losses"] for m in members(cfg)})
     from pipeline.testbed.plots import plot_family_passk
 
     plot_family_passk(report, tmp / "passk.png")
@@ -94,30 +106,50 @@ def _publish(tmp: Path, out: Path) -> None:
 
 
 def _train_members(cfg: PrepareConfig, tmp: Path, test: list[Problem]) -> dict:
-    """Train and evaluate both members; the explorer's run overlaps the learner's.
+    """Train and evaluate every member; the smaller members' runs overlap the learner's.
 
     Measured on a 2-core CPU: the explorer's SFT step takes 0.058 s on one thread and
     0.052 s on two (too small to use a second core), the learner's 0.34 s on one and
     0.19 s on two. So the explorer trains in a spawned process on one thread while the
     learner starts on the remaining cores, and the learner widens to every core as soon
-    as the explorer is done.
+    as the explorer is done. Pinned numerics (`numerics` other than native) fix every
+    member's thread count instead — 1 for the small members, `PINNED_LEARNER_THREADS` for
+    the learner, whatever the core count — since the thread count changes how reductions
+    split, and so the weights.
     """
     import torch
 
+    from pipeline.testbed.numerics import Numerics
+
     cores = max(1, os.cpu_count() or 1)
+    if cfg.numerics is not Numerics.NATIVE:
+        return _train_members_pinned(cfg, tmp, test)
     if cores < 2:
-        return {name: _member_job(cfg, name, getattr(cfg, name), tmp / name, test) for name in MEMBERS}
-    with mp.get_context("spawn").Pool(1) as pool:
-        explorer = pool.apply_async(_member_job, (cfg, "explorer", cfg.explorer, tmp / "explorer", test),
-                                    {"threads": 1, "bar_position": 1})
+        return {name: _member_job(cfg, name, getattr(cfg, name), tmp / name, test) for name in members(cfg)}
+    small = [m for m in members(cfg) if m != "learner"]
+    with mp.get_context("spawn").Pool(1) as pool:  # one worker: the small members train one after the other
+        jobs = {m: pool.apply_async(_member_job, (cfg, m, getattr(cfg, m), tmp / m, test),
+                                    {"threads": 1, "bar_position": 1 + i}) for i, m in enumerate(small)}
         torch.set_num_threads(cores - 1)
 
         def widen() -> None:
-            if torch.get_num_threads() < cores and explorer.ready():
+            if torch.get_num_threads() < cores and all(job.ready() for job in jobs.values()):
                 torch.set_num_threads(cores)
 
         learner = _member_job(cfg, "learner", cfg.learner, tmp / "learner", test, on_step=widen)
-        return {"explorer": explorer.get(), "learner": learner}
+        return {**{m: job.get() for m, job in jobs.items()}, "learner": learner}
+
+
+PINNED_LEARNER_THREADS = 2
+
+
+def _train_members_pinned(cfg: PrepareConfig, tmp: Path, test: list[Problem]) -> dict:
+    small = [m for m in members(cfg) if m != "learner"]
+    with mp.get_context("spawn").Pool(1) as pool:
+        jobs = {m: pool.apply_async(_member_job, (cfg, m, getattr(cfg, m), tmp / m, test),
+                                    {"threads": 1, "bar_position": 1 + i}) for i, m in enumerate(small)}
+        learner = _member_job(cfg, "learner", cfg.learner, tmp / "learner", test, threads=PINNED_LEARNER_THREADS)
+        return {**{m: job.get() for m, job in jobs.items()}, "learner": learner}
 
 
 def _member_job(cfg: PrepareConfig, name: str, recipe: MemberRecipe, out_dir: Path, test, *,
@@ -170,14 +202,16 @@ def _report(cfg: PrepareConfig, test: list[Problem], results: dict, *, wall_s: f
     ks = powers_of_two(cfg.eval_samples)
     report: dict = {"n_samples": cfg.eval_samples, "temperature": cfg.eval_temperature,
                     "test_problems": len(test), "flawed_problems": int(flawed.sum()), "wall_s": round(wall_s, 1)}
-    for name in MEMBERS:
+    for name in members(cfg):
         r = results[name]
         table = passk_by_subset(np.array(r["counts"]), cfg.eval_samples, subsets, ks)
         report[name] = {"parameters": r["parameters"], "sft_steps": getattr(cfg, name).sft_steps,
                         "sft_s": r["sft_s"], "eval_s": r["eval_s"], "final_sft_loss": round(r["losses"][-1], 4),
                         "pass_at_k": {s: {str(k): round(v, 4) for k, v in t.items()} for s, t in table.items()}}
-    curves = {m: {int(k): v for k, v in report[m]["pass_at_k"]["all"].items()} for m in MEMBERS}
+    curves = {m: {int(k): v for k, v in report[m]["pass_at_k"]["all"].items()} for m in members(cfg)}
     report["crossover_k"] = crossover_k(curves["explorer"], curves["learner"])
+    if cfg.medium is not None:
+        report["crossover_k_medium"] = crossover_k(curves["medium"], curves["learner"])
     return report
 
 
@@ -194,8 +228,9 @@ def format_report(report: dict) -> str:
     ks = list(report["learner"]["pass_at_k"]["all"])
     head = f"{'model':<9} {'subset':<7} " + " ".join(f"{'@' + k:>6}" for k in ks)
     rows = [head, "-" * len(head)]
-    for name in MEMBERS:
+    for name in (m for m in ("explorer", "medium", "learner") if m in report):
         for subset, table in report[name]["pass_at_k"].items():
             rows.append(f"{name:<9} {subset:<7} " + " ".join(f"{100 * table[k]:6.1f}" for k in ks))
-    rows.append(f"crossover k (all problems): {report['crossover_k']}   wall time: {report['wall_s']} s")
+    medium = f" (medium: {report['crossover_k_medium']})" if "medium" in report else ""
+    rows.append(f"crossover k (all problems): {report['crossover_k']}{medium}   wall time: {report['wall_s']} s")
     return "\n".join(rows)

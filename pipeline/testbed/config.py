@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Optional
 
+from pipeline.testbed.numerics import Numerics
 from pipeline.testbed.sft import SFTSettings
 from pipeline.testbed.task import TaskSpec
 
@@ -16,6 +18,14 @@ class MemberRecipe:
     hidden: int
     sft_steps: int
     seed: int
+
+    def __post_init__(self) -> None:
+        from pipeline.testbed.model import HEAD_DIM
+
+        if self.layers < 1 or self.sft_steps < 1:
+            raise ValueError(f"layers ({self.layers}) and sft_steps ({self.sft_steps}) must be ≥ 1")
+        if self.hidden < 2 * HEAD_DIM or self.hidden % (2 * HEAD_DIM):
+            raise ValueError(f"hidden ({self.hidden}) must be a positive multiple of {2 * HEAD_DIM}, e.g. 64 or 128")
 
 
 @dataclass(frozen=True)
@@ -38,9 +48,13 @@ class PrepareConfig:
     sft: SFTSettings = field(default_factory=SFTSettings)
     explorer: MemberRecipe = MemberRecipe(layers=2, hidden=64, sft_steps=1500, seed=1)
     learner: MemberRecipe = MemberRecipe(layers=4, hidden=128, sft_steps=2400, seed=2)
+    # an optional third member between explorer and learner (the explorer-size axis), e.g.
+    # {layers: 2, hidden: 128, sft_steps: 1500, seed: 3}: half the learner's parameters, as 4B is of 8B
+    medium: Optional[MemberRecipe] = None
     eval_samples: int = 64
     eval_temperature: float = 1.0
     eval_max_new_tokens: int = 48
+    numerics: Numerics = Numerics.NATIVE  # native | avx2 | compatible: which CPU kernels (pipeline/testbed/numerics.py)
 
     def __post_init__(self) -> None:
         if self.test_flawed > self.test_size:

@@ -15,7 +15,9 @@ def plot_family_passk(report: dict, path: Path) -> None:
     subsets = list(report["learner"]["pass_at_k"])
     fig, axes = plt.subplots(1, len(subsets), figsize=(4 * len(subsets), 3.4), squeeze=False)
     for ax, subset in zip(axes[0], subsets):
-        for name, style in (("explorer", "o--"), ("learner", "s-")):
+        for name, style in (("explorer", "o--"), ("medium", "^-."), ("learner", "s-")):
+            if name not in report:
+                continue
             table = report[name]["pass_at_k"][subset]
             ks = [int(k) for k in table]
             ax.plot(ks, [100 * table[str(k)] for k in ks], style,

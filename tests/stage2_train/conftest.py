@@ -12,7 +12,9 @@ import pytest
 TEMPLATE = "{question}="
 
 
-def write_bank(path, problems, tokenizer, *, per_prompt: int = 4, tokenizer_fp: str | None = None) -> None:
+def write_bank(path, problems, tokenizer, *, per_prompt: int = 4, tokenizer_fp: str | None = None,
+               right=lambda prompt, sample: sample % 2 == 0) -> None:
+    """`right(i, s)`: whether sample s of the i-th prompt is correct (default: every other one)."""
     from pipeline.bank.schema import BankRecord, records_to_table
     from pipeline.bank.store import BankWriter
     from pipeline.models import tokenizer_fingerprint
@@ -25,16 +27,16 @@ def write_bank(path, problems, tokenizer, *, per_prompt: int = 4, tokenizer_fp: 
                 "verifier": {"name": VERIFIER_NAME, "version": VERIFIER_VERSION}, "test": "hand-written"}
     writer = BankWriter(str(path), identity)
     records = []
-    for p in problems:
+    for i, p in enumerate(problems):
         nums = tuple(int(x) for x in p.question.split("+"))
         prompt = TEMPLATE.format(question=p.question)
         prompt_ids = tokenizer(prompt, add_special_tokens=True)["input_ids"]
         for s in range(per_prompt):
-            right = s % 2 == 0
-            text = task.solution(nums, s, offset=0 if right else 10)
+            ok = right(i, s)
+            text = task.solution(nums, s, offset=0 if ok else 10)
             ids = tokenizer(text, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
-            records.append(BankRecord(p.id, s, prompt, prompt_ids, text, ids, [-0.5] * len(ids), float(right), right,
-                                      p.answer if right else None, "stop", len(ids)))
+            records.append(BankRecord(p.id, s, prompt, prompt_ids, text, ids, [-0.5] * len(ids), float(ok), ok,
+                                      p.answer if ok else None, "stop", len(ids)))
     writer.write_shard(records_to_table(records))
 
 

@@ -64,3 +64,47 @@ def test_prepare_builds_a_loadable_family(tmp_path):
     assert csv[0] == "step,explorer,learner" and len(csv) == 13
     assert "crossover k" in lines[-1] and "explorer" in lines[-1]
     assert format_report(report) == lines[-1]
+
+
+def test_member_recipes_are_checked_when_loaded():
+    from pipeline.config import load_stage_config
+    from pipeline.errors import UserError
+
+    def load(*sets):
+        return load_stage_config(PrepareConfig, "prepare", params_path=None, overrides=list(sets))
+
+    assert load().medium is None  # built only when configured
+    medium = load("medium={layers: 2, hidden: 128, sft_steps: 5, seed: 3}").medium
+    assert medium == MemberRecipe(layers=2, hidden=128, sft_steps=5, seed=3)
+    with pytest.raises(UserError, match=r"prepare.medium: hidden \(96\) must be a positive multiple of 64"):
+        load("medium={layers: 2, hidden: 96, sft_steps: 5, seed: 3}")
+    with pytest.raises(UserError, match=r"prepare.explorer: layers \(0\) and sft_steps \(1500\) must be ≥ 1"):
+        load("explorer.layers=0")
+
+
+@pytest.mark.slow
+def test_prepare_builds_the_optional_medium_member(tmp_path):
+    from transformers import AutoModelForCausalLM
+
+    from pipeline.testbed.model import count_parameters
+
+    out = tmp_path / "testbed"
+    lines = []
+    medium = MemberRecipe(layers=1, hidden=64, sft_steps=6, seed=3)
+    cfg = small_config(out, explorer=MemberRecipe(layers=1, hidden=64, sft_steps=4, seed=1),
+                       learner=MemberRecipe(layers=2, hidden=64, sft_steps=8, seed=2), medium=medium,
+                       test_size=12, test_flawed=3, eval_samples=2, eval_max_new_tokens=16)
+    report = prepare(cfg, echo=lines.append)
+    assert {"explorer", "medium", "learner"} <= {p.name for p in out.iterdir()}
+    models = {m: AutoModelForCausalLM.from_pretrained(out / m) for m in ("explorer", "medium", "learner")}
+    assert [models[m].config.num_hidden_layers for m in models] == [1, 1, 2]
+    assert report["medium"]["sft_steps"] == 6 and report["medium"]["parameters"] == count_parameters(models["medium"])
+    assert list(report["medium"]["pass_at_k"]["all"]) == ["1", "2"]
+    assert report["crossover_k_medium"] in (None, 1, 2)
+    csv = (out / "sft_loss.csv").read_text().splitlines()
+    assert csv[0] == "step,explorer,medium,learner" and len(csv) == 1 + 8
+    assert csv[5].split(",")[1] == "" and csv[5].split(",")[2] != ""  # the explorer's 4 steps are done at row 5
+    text = format_report(report)
+    assert text == lines[-1] and [r.split()[0] for r in text.splitlines()[2:-1]] == \
+        ["explorer"] * 3 + ["medium"] * 3 + ["learner"] * 3
+    assert "(medium: " in text.splitlines()[-1]
