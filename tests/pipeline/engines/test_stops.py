@@ -1,6 +1,7 @@
 """Stop tokens with the real Qwen3 tokenizer and a tiny random Qwen3 at the real vocabulary.
 
-The model is `pipeline.tiny`'s 1-layer × 64 stand-in of a Qwen3 base model; `favour` makes
+The model is `pipeline.tiny`'s 1-layer × 64 stand-in of a Qwen3 base model (tests/conftest.py:
+`tiny_qwen3`); `favour` makes
 it emit three ordinary tokens (never a stop id) and then one chosen id forever, so every
 response must end at exactly token 4 — unless the engine does not stop on that id, when it
 runs to `max_new_tokens` repeating it (what the HF engine did with `<|endoftext|>`).
@@ -24,68 +25,6 @@ PLAIN = 8  # ")" — an ordinary id, made a stop only by the user's stop_token_i
 QWEN3_VOCAB = 151936
 
 
-def qwen3_base_config():
-    from transformers import Qwen3Config
-
-    # Qwen3-1.7B-Base's public architecture numbers, apart from what tiny_config shrinks
-    return Qwen3Config(vocab_size=QWEN3_VOCAB, hidden_size=2048, intermediate_size=6144, num_hidden_layers=28,
-                       num_attention_heads=16, num_key_value_heads=8, head_dim=128, max_position_embeddings=32768,
-                       rope_parameters={"rope_type": "default", "rope_theta": 1000000.0}, tie_word_embeddings=True,
-                       bos_token_id=ENDOFTEXT, eos_token_id=ENDOFTEXT)
-
-
-@pytest.fixture(scope="module")
-def qwen3_tok(qwen3_tokenizer_dir):
-    from pipeline.models import load_tokenizer
-
-    return load_tokenizer(str(qwen3_tokenizer_dir))
-
-
-@pytest.fixture(scope="module")
-def tiny_qwen3_dir(tmp_path_factory, qwen3_tok):
-    """A saved tiny Qwen3 base model: generation_config lists only <|endoftext|>, the tokenizer's eos is <|im_end|>."""
-    from transformers import GenerationConfig
-
-    from pipeline.tiny import save_tiny_model, tiny_model_from_config
-
-    out = tmp_path_factory.mktemp("tiny-qwen3")
-    model = tiny_model_from_config(qwen3_base_config(), generation_config=GenerationConfig(
-        bos_token_id=ENDOFTEXT, eos_token_id=ENDOFTEXT))
-    save_tiny_model(model, qwen3_tok, out)
-    return out
-
-
-@pytest.fixture(scope="module")
-def tiny_qwen3(tiny_qwen3_dir):
-    from pipeline.models import load_causal_lm
-
-    return load_causal_lm(str(tiny_qwen3_dir), dtype="float32").eval()
-
-
-class favour:
-    """Context manager: `model` emits `body` ordinary tokens, then `token` at every later step
-    (a forward hook on lm_head; the first call of a `generate` is the prompt's prefill)."""
-
-    def __init__(self, model, token: int, *, body: int = 3, never=(ENDOFTEXT, IM_START, IM_END, PLAIN)) -> None:
-        self.model, self.token, self.body, self.never, self.calls = model, token, body, list(never), 0
-
-    def hook(self, module, args, logits):
-        logits = logits.clone()
-        self.calls += 1
-        if self.calls <= self.body:
-            logits[..., self.never] = -1e9  # no stop id, by chance or otherwise, inside the body
-        else:
-            logits[..., self.token] = 1e4
-        return logits
-
-    def __enter__(self):
-        self.handle = self.model.lm_head.register_forward_hook(self.hook)
-        return self
-
-    def __exit__(self, *exc):
-        self.handle.remove()
-
-
 def test_tiny_qwen3_keeps_the_real_interface(tiny_qwen3, qwen3_tok):
     cfg = tiny_qwen3.config
     assert (cfg.model_type, cfg.vocab_size, cfg.tie_word_embeddings) == ("qwen3", QWEN3_VOCAB, True)
@@ -103,11 +42,11 @@ def test_stop_set_is_generation_config_plus_tokenizer_plus_user(tiny_qwen3_dir, 
 
 
 @pytest.mark.parametrize("stop", [ENDOFTEXT, IM_END, PLAIN])
-def test_hf_engine_stops_on_every_id_of_the_set(tiny_qwen3, tiny_qwen3_dir, qwen3_tok, stop):
+def test_hf_engine_stops_on_every_id_of_the_set(tiny_qwen3, tiny_qwen3_dir, qwen3_tok, steer, stop):
     stops = model_stop_ids(str(tiny_qwen3_dir), qwen3_tok, [PLAIN] if stop == PLAIN else [])
     engine = HFEngine(tiny_qwen3, qwen3_tok, stop_token_ids=stops) if stop == PLAIN else HFEngine(tiny_qwen3, qwen3_tok)
     prompts = qwen3_tok(["What is 1+1?", "Name a prime."])["input_ids"]
-    with favour(tiny_qwen3, stop):
+    with steer.favour(tiny_qwen3, stop):
         out = engine.generate(prompts, SamplingParams(n=2, max_new_tokens=12, seed=0))
     for c in (c for group in out for c in group):
         assert len(c.token_ids) == 4 and c.token_ids[-1] == stop and c.finish_reason == FINISH_STOP
@@ -115,16 +54,16 @@ def test_hf_engine_stops_on_every_id_of_the_set(tiny_qwen3, tiny_qwen3_dir, qwen
         assert c.text == qwen3_tok.decode(list(c.token_ids[:3]))  # the stop token is not text
 
 
-def test_a_response_that_never_stops_runs_to_length(tiny_qwen3, qwen3_tok):
+def test_a_response_that_never_stops_runs_to_length(tiny_qwen3, qwen3_tok, steer):
     prompts = qwen3_tok(["What is 1+1?"])["input_ids"]
-    with favour(tiny_qwen3, IM_START, body=12):  # <|im_start|> is no stop id: it stays inside the response
+    with steer.favour(tiny_qwen3, IM_START, body=12):  # <|im_start|> is no stop id: it stays inside the response
         (group,) = HFEngine(tiny_qwen3, qwen3_tok).generate(prompts, SamplingParams(n=2, max_new_tokens=6, seed=0))
     for c in group:
         assert len(c.token_ids) == 6 and c.finish_reason == FINISH_LENGTH
 
 
-def test_responses_of_only_a_stop_token_and_special_tokens_inside(qwen3_tok, tiny_qwen3):
-    with favour(tiny_qwen3, ENDOFTEXT, body=0):
+def test_responses_of_only_a_stop_token_and_special_tokens_inside(qwen3_tok, tiny_qwen3, steer):
+    with steer.favour(tiny_qwen3, ENDOFTEXT, body=0):
         (group,) = HFEngine(tiny_qwen3, qwen3_tok).generate(qwen3_tok(["Hi"])["input_ids"],
                                                             SamplingParams(n=3, max_new_tokens=5, seed=1))
     assert [(c.token_ids, c.text, c.finish_reason) for c in group] == [((ENDOFTEXT,), "", FINISH_STOP)] * 3
