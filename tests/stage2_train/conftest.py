@@ -12,7 +12,8 @@ import pytest
 TEMPLATE = "{question}="
 
 
-def write_bank(path, problems, tokenizer, *, per_prompt: int = 4, tokenizer_fp: str | None = None) -> None:
+def write_bank(path, problems, tokenizer, *, per_prompt: int = 4, tokenizer_fp: str | None = None,
+               identity_changes: dict | None = None) -> None:
     from pipeline.bank.schema import BankRecord, records_to_table
     from pipeline.bank.store import BankWriter
     from pipeline.models import tokenizer_fingerprint
@@ -22,7 +23,9 @@ def write_bank(path, problems, tokenizer, *, per_prompt: int = 4, tokenizer_fp: 
 
     identity = {"schema_version": 1, "tokenizer": tokenizer_fp or tokenizer_fingerprint(tokenizer),
                 "template": {"text": TEMPLATE, "fingerprint": template_fingerprint(tokenizer, TEMPLATE)},
-                "verifier": {"name": VERIFIER_NAME, "version": VERIFIER_VERSION}, "test": "hand-written"}
+                "verifier": {"name": VERIFIER_NAME, "version": VERIFIER_VERSION}, "test": "hand-written",
+                "sampling": {"stop_token_ids": [tokenizer.eos_token_id]}, "logprobs": "sampling",
+                "truncated_reward": "zero", **(identity_changes or {})}
     writer = BankWriter(str(path), identity)
     records = []
     for p in problems:
