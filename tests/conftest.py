@@ -150,8 +150,40 @@ class forced:
 
 @pytest.fixture(scope="session")
 def steer():
-    """The two ways tests steer the tiny Qwen3: `steer.favour(model, token, body=3)` and
-    `steer.forced(model, tokens)` (context managers)."""
+    """Ways tests steer a tiny Qwen3: `steer.favour(model, token, body=3)` and
+    `steer.forced(model, tokens)` (context managers over a model in this process), and
+    `steer.scripted(tokens)`, a model whose weights emit `tokens` (for any engine)."""
     import types
 
-    return types.SimpleNamespace(favour=favour, forced=forced)
+    return types.SimpleNamespace(favour=favour, forced=forced, scripted=scripted_qwen3)
+
+
+def scripted_qwen3(script, *, stop_ids=(ENDOFTEXT,)):
+    """A tiny Qwen3 (real vocabulary, untied) whose *weights* make it emit `script` and then
+    `script[-1]` forever, on any prompt that does not end in a script token — on any engine
+    (HF or vLLM: no hook). The blocks are zeroed, so the last hidden state is the current
+    token's embedding: every token embeds to e_0, script[k] to e_{k+1}, and lm_head row
+    script[k] points along e_k (a logit margin of 800: sampling at any temperature ≤ 1 picks it)."""
+    import torch
+    from transformers import GenerationConfig
+
+    from pipeline.tiny import tiny_model_from_config
+
+    config = qwen3_base_config()
+    config.tie_word_embeddings = False
+    model = tiny_model_from_config(config, generation_config=GenerationConfig(
+        bos_token_id=ENDOFTEXT, eos_token_id=list(stop_ids)))
+    with torch.no_grad():
+        for layer in model.model.layers:
+            layer.self_attn.o_proj.weight.zero_()
+            layer.mlp.down_proj.weight.zero_()
+        emb, head = model.model.embed_tokens.weight, model.lm_head.weight
+        emb.zero_()
+        emb[:, 0] = 1.0
+        head.zero_()
+        for k, tok in enumerate(script):
+            if k + 1 < emb.shape[1] and tok not in script[:k]:
+                emb[tok] = 0.0
+                emb[tok, k + 1] = 1.0
+            head[tok, k] = 100.0
+    return model

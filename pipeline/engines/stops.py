@@ -16,7 +16,8 @@ the bank stores as `response` and the verifier sees — is the decode of the tok
 the stop token, with any other special token kept as its text (`<|im_start|>`,
 `<|image_pad|>`, …): dropping them would join the text around them, and "1<|im_start|>2"
 must not read as the number 12. A response that is only a stop token has empty text (and
-earns the verifier's wrong reward: nothing to extract).
+earns the verifier's wrong reward: nothing to extract). An id past the tokenizer's
+vocabulary reads as `<|unused|>` (see `response_text`).
 """
 
 from __future__ import annotations
@@ -88,8 +89,25 @@ def cut_at_stop(ids: Sequence[int], stops: Sequence[int]) -> tuple[tuple[int, ..
     return tuple(ids), False
 
 
+UNUSED_ID_TEXT = "<|unused|>"  # text of an id past the tokenizer (no digits: the verifier reads numbers)
+
+
 def response_text(tokenizer, ids: Sequence[int], *, stopped: bool) -> str:
     """The text the bank stores and the verifier reads: `ids` without the final stop token
-    (when `stopped`), other special tokens kept as their text."""
+    (when `stopped`), other special tokens kept as their text.
+
+    An id the embedding has but the tokenizer lacks (Qwen3 pads 151,669 tokens to 151,936
+    rows; only a random or broken model samples them) decodes to nothing in `tokenizers`,
+    which would join its neighbours; it reads as `UNUSED_ID_TEXT` instead."""
     body = list(ids[:-1] if stopped else ids)
-    return tokenizer.decode(body, skip_special_tokens=False) if body else ""
+    size = len(tokenizer)
+    if all(i < size for i in body):
+        return tokenizer.decode(body, skip_special_tokens=False) if body else ""
+    pieces, run = [], []
+    for i in body + [size]:  # a sentinel flushes the last run
+        if i < size:
+            run.append(i)
+            continue
+        pieces.append(tokenizer.decode(run, skip_special_tokens=False) if run else "")
+        run = []
+    return UNUSED_ID_TEXT.join(pieces)  # k ids past the vocabulary split the body into k + 1 pieces

@@ -17,6 +17,7 @@ from pipeline.engines.base import FINISH_LENGTH, FINISH_STOP
 from pipeline.engines.hf import HFEngine
 from pipeline.engines.stops import cut_at_stop, model_stop_ids, response_text, stop_set
 from pipeline.errors import UserError
+from pipeline.verifier import score_response
 
 pytestmark = pytest.mark.slow  # loading the 151k-token tokenizer and a 151,936 × 64 embedding: ~10 s on 2 cores
 
@@ -74,4 +75,15 @@ def test_responses_of_only_a_stop_token_and_special_tokens_inside(qwen3_tok, tin
     text = response_text(qwen3_tok, kept, stopped=True)
     assert text == "1<|im_start|>2<|image_pad|><tool_call>"  # special tokens stay text: "12" would be a number
     assert response_text(qwen3_tok, (IM_END,), stopped=True) == ""
+    # ids the embedding has past the tokenizer (151669..151935) decode to nothing in `tokenizers`
+    assert response_text(qwen3_tok, (*one, 151900, *two, 151935), stopped=False) == "1<|unused|>2<|unused|>"
+    assert score_response(response_text(qwen3_tok, (*one, 151900, *two), stopped=False), "12").extracted != "12"
     assert cut_at_stop([5, 6, 7], (ENDOFTEXT,)) == ((5, 6, 7), False)
+
+
+def test_scripted_weights_stop_without_a_hook(qwen3_tok, steer):
+    """`steer.scripted` (used by the vLLM tests) emits its script from its weights alone."""
+    model = steer.scripted([40, 41, ENDOFTEXT])
+    out = HFEngine(model, qwen3_tok).generate(qwen3_tok(["What is 1+1?", "x"])["input_ids"],
+                                              SamplingParams(n=2, max_new_tokens=6, seed=0))
+    assert {(c.token_ids, c.text, c.finish_reason) for g in out for c in g} == {((40, 41, ENDOFTEXT), "IJ", FINISH_STOP)}
