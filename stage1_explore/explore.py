@@ -119,7 +119,7 @@ def make_engine(cfg: ExploreConfig, tokenizer, stop_token_ids) -> Engine:
         return VLLMEngine(cfg.explorer, revision=cfg.revision, dtype=cfg.dtype, seed=cfg.seed,
                           gpu_memory_utilization=cfg.gpu_memory_utilization,
                           tensor_parallel_size=cfg.tensor_parallel_size, trust_remote_code=cfg.trust_remote_code,
-                          stop_token_ids=stop_token_ids)
+                          stop_token_ids=stop_token_ids, tokenizer=tokenizer)
     from pipeline.engines.hf import HFEngine
     from pipeline.models import load_causal_lm
 

@@ -50,7 +50,7 @@ class VLLMEngine:
                  max_model_len: int | None = None, trust_remote_code: bool = False,
                  enable_sleep_mode: bool = False, in_process: bool = False,
                  distributed_executor_backend: str | None = None, enforce_eager: bool = False,
-                 stop_token_ids: Sequence[int] | None = None) -> None:
+                 stop_token_ids: Sequence[int] | None = None, tokenizer=None) -> None:
         try:
             from vllm import LLM
         except ImportError:
@@ -70,7 +70,7 @@ class VLLMEngine:
                        max_model_len=max_model_len, trust_remote_code=trust_remote_code,
                        enable_sleep_mode=enable_sleep_mode, **backend, enforce_eager=enforce_eager,
                        logprobs_mode=LOGPROBS_MODE)
-        self.tokenizer = self.llm.get_tokenizer()
+        self.tokenizer = tokenizer if tokenizer is not None else self.llm.get_tokenizer()  # decodes the text
         if stop_token_ids is None:
             from pipeline.engines.stops import model_stop_ids
 

@@ -173,4 +173,4 @@ def open_engine(cfg, source: ModelSource, tokenizer) -> Iterator[object]:
                          gpu_memory_utilization=cfg.gpu_memory_utilization,
                          tensor_parallel_size=cfg.tensor_parallel_size, max_model_len=cfg.max_model_len,
                          trust_remote_code=cfg.trust_remote_code,
-                         stop_token_ids=_files_stop_ids(path, revision, tokenizer, cfg))
+                         stop_token_ids=_files_stop_ids(path, revision, tokenizer, cfg), tokenizer=tokenizer)
