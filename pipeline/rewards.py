@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import math
 
 from pipeline.verifier import Score
 
@@ -36,7 +37,8 @@ BANK_DEFAULT = TruncatedReward.VERIFY  # what a bank.json without the key was ma
 def apply_truncated_reward(score: Score, *, truncated: bool, policy: TruncatedReward,
                            wrong_reward: float = 0.0) -> Score:
     """`score` as `policy` rewards it: unchanged unless the response is truncated under `zero`,
-    where it becomes (wrong_reward, not correct); the extracted answer is kept for inspection."""
-    if not truncated or policy is TruncatedReward.VERIFY:
+    where it becomes (wrong_reward, not correct); the extracted answer is kept for inspection.
+    A non-finite reward is kept too: a verifier gone wrong must still stop the run."""
+    if not truncated or policy is TruncatedReward.VERIFY or not math.isfinite(score.reward):
         return score
     return dataclasses.replace(score, reward=wrong_reward, correct=False)

@@ -8,6 +8,7 @@ scorer, and returns plain `Response` records that `policy.pack` turns into tenso
 from __future__ import annotations
 
 import hashlib
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -84,8 +85,9 @@ def bank_responses(reader, rows: Sequence[np.ndarray], prompt_ids, golds: Sequen
         rewards, correct = [s.reward for s in scores], [s.correct for s in scores]
     truncated = [f == "length" for f in table["finish_reason"]]
     if truncated_reward is TruncatedReward.ZERO:
-        rewards = [0.0 if t else r for r, t in zip(rewards, truncated)]
-        correct = [False if t else c for c, t in zip(correct, truncated)]
+        zeroed = [t and math.isfinite(r) for r, t in zip(rewards, truncated)]  # a non-finite reward still stops the run
+        rewards = [0.0 if z else r for r, z in zip(rewards, zeroed)]
+        correct = [False if z else c for c, z in zip(correct, zeroed)]
     for k, (p, _) in enumerate(flat):
         out[p].append(Response(p, tuple(prompt_ids[p]), tuple(table["response_token_ids"][k]), table["response"][k],
                                float(rewards[k]), bool(correct[k]), True, table["finish_reason"][k] == "length",

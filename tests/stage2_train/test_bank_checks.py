@@ -78,3 +78,10 @@ def test_training_sees_the_banks_logprobs_and_stop_set(train_config, train_world
     assert "re-scoring drawn rows" in lines[1] and rescorer is scorer  # a zero bank, a verify run
     _, rescorer = open_bank_for(train_config(), char_tokenizer, problems, scorer, echo=lines.append)
     assert rescorer is None  # the world's bank: same stop set, same policy (zero)
+
+
+def test_zero_keeps_a_non_finite_reward_so_a_broken_verifier_still_stops_the_run():
+    nan_scorer = lambda texts, golds: [dataclasses.replace(s, reward=float("nan")) for s in scorer(texts, golds)]  # noqa: E731
+    unfinished = Completion((1, 2), "so far 51", (-0.1, -0.2), "length")
+    (group,) = online_responses([[unfinished]], [[9]], ["51"], nan_scorer, truncated_reward=TruncatedReward.ZERO)
+    assert np.isnan(group[0].reward)
