@@ -7,8 +7,9 @@ from typing import Optional
 
 from pipeline.engines.base import EngineKind
 from pipeline.memory import PlannedGpus
+from pipeline.rewards import TruncatedReward
 
-__all__ = ["EngineKind", "ExploreConfig"]
+__all__ = ["EngineKind", "ExploreConfig", "TruncatedReward"]
 
 
 @dataclass(frozen=True)
@@ -39,6 +40,8 @@ class ExploreConfig:
     top_k: int = 0
     max_new_tokens: int = 48
     seed: int = 0
+    stop_token_ids: tuple[int, ...] = ()  # added to generation_config's and the tokenizer's eos (pipeline.engines.stops)
+    truncated_reward: TruncatedReward = TruncatedReward.ZERO  # reward of a response cut by max_new_tokens (pipeline.rewards)
     engine: EngineKind = EngineKind.AUTO
     prompts_per_shard: int = 512
     batch_size: int = 2048  # sequences per HF generate call

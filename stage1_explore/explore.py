@@ -20,10 +20,14 @@ from pipeline.bank.schema import BankRecord, SCHEMA_VERSION
 from pipeline.bank.store import BankWriter, check_claim, fingerprint, open_bank
 from pipeline.data import Problem, load_problems, problem_set_fingerprint
 from pipeline.engines import Engine, SamplingParams
+from pipeline.engines.base import FINISH_LENGTH, sample_seed
 from pipeline.errors import UserError
+from pipeline.rewards import apply_truncated_reward
 from stage1_explore.config import ExploreConfig
 
 IDENTITY_SAMPLING = ("temperature", "top_p", "top_k", "max_new_tokens", "seed")
+LOGPROBS_SAMPLING = "sampling"  # bank.json `logprobs`: under the distribution the tokens were sampled from
+SEEDS_PER_SAMPLE = "per-sample"  # bank.json `seeds`: one seed per (prompt id, sample index) (`sample_seed`)
 
 
 @dataclass(frozen=True)
@@ -49,8 +53,10 @@ def missing_jobs(problems: list[Problem], have: dict[str, set[int]], m: int) -> 
     return jobs
 
 
-def bank_identity(cfg: ExploreConfig, problems: list[Problem], tokenizer) -> dict:
-    """Everything that determines the bank's contents, except M (which may grow)."""
+def bank_identity(cfg: ExploreConfig, problems: list[Problem], tokenizer, stop_token_ids) -> dict:
+    """Everything that determines the bank's contents, except M (which may grow). The
+    stop set is part of the sampling; `logprobs: sampling` says the log-prob column is under
+    the sampling distribution (pipeline.engines.Completion; older banks: the raw one)."""
     from pipeline.models import model_identity, tokenizer_fingerprint
     from pipeline.prompts import template_fingerprint
     from pipeline.verifier import VERIFIER_NAME, VERIFIER_VERSION
@@ -61,8 +67,11 @@ def bank_identity(cfg: ExploreConfig, problems: list[Problem], tokenizer) -> dic
         "tokenizer": tokenizer_fingerprint(tokenizer),
         "prompts": {"fingerprint": problem_set_fingerprint(problems), "count": len(problems)},
         "template": {"text": cfg.template, "fingerprint": template_fingerprint(tokenizer, cfg.template)},
-        "sampling": {k: getattr(cfg, k) for k in IDENTITY_SAMPLING},
+        "sampling": {**{k: getattr(cfg, k) for k in IDENTITY_SAMPLING}, "stop_token_ids": list(stop_token_ids)},
         "verifier": {"name": VERIFIER_NAME, "version": VERIFIER_VERSION},
+        "truncated_reward": cfg.truncated_reward.value,
+        "logprobs": LOGPROBS_SAMPLING,
+        "seeds": SEEDS_PER_SAMPLE,
     }
 
 
@@ -77,6 +86,7 @@ def existing_samples(uri: str) -> dict[str, set[int]]:
 
 def run_explore(cfg: ExploreConfig, *, worker_index: int = 0, num_workers: int = 1, echo=print) -> dict:
     """Fill this worker's share of the bank; returns a summary of what was done."""
+    from pipeline.engines.stops import model_stop_ids
     from pipeline.models import load_tokenizer
     from stage1_explore.plan import check_memory
 
@@ -84,7 +94,9 @@ def run_explore(cfg: ExploreConfig, *, worker_index: int = 0, num_workers: int =
     problems = load_problems(cfg.prompts, split=cfg.split, layout=cfg.layout, question_field=cfg.question_field,
                              answer_field=cfg.answer_field, id_field=cfg.id_field, limit=cfg.limit)
     tokenizer = load_tokenizer(cfg.explorer, revision=cfg.revision, trust_remote_code=cfg.trust_remote_code)
-    identity = bank_identity(cfg, problems, tokenizer)
+    stops = model_stop_ids(cfg.explorer, tokenizer, cfg.stop_token_ids, revision=cfg.revision,
+                           trust_remote_code=cfg.trust_remote_code)
+    identity = bank_identity(cfg, problems, tokenizer, stops)
     # refuse a bank of other settings now, but write bank.json only once the engine has
     # loaded: an explorer that fails to load leaves no bank claimed with its settings
     exists = check_claim(cfg.bank, identity, worker_index=worker_index, num_workers=num_workers)
@@ -95,12 +107,12 @@ def run_explore(cfg: ExploreConfig, *, worker_index: int = 0, num_workers: int =
          f"prompts; {todo} of {len(mine) * cfg.samples_per_prompt} rollouts to generate")
     if not jobs:
         return {"generated": 0, "tokens": 0, "seconds": 0.0}
-    engine = make_engine(cfg, tokenizer)
+    engine = make_engine(cfg, tokenizer, stops)
     writer = BankWriter(cfg.bank, identity, worker_index=worker_index, num_workers=num_workers)
     return _fill(cfg, jobs, engine, tokenizer, writer, echo=echo)
 
 
-def make_engine(cfg: ExploreConfig, tokenizer) -> Engine:
+def make_engine(cfg: ExploreConfig, tokenizer, stop_token_ids) -> Engine:
     from pipeline.engines import EngineKind, resolve_engine_kind
 
     if resolve_engine_kind(cfg.engine) is EngineKind.VLLM:
@@ -108,13 +120,14 @@ def make_engine(cfg: ExploreConfig, tokenizer) -> Engine:
 
         return VLLMEngine(cfg.explorer, revision=cfg.revision, dtype=cfg.dtype, seed=cfg.seed,
                           gpu_memory_utilization=cfg.gpu_memory_utilization,
-                          tensor_parallel_size=cfg.tensor_parallel_size, trust_remote_code=cfg.trust_remote_code)
+                          tensor_parallel_size=cfg.tensor_parallel_size, trust_remote_code=cfg.trust_remote_code,
+                          stop_token_ids=stop_token_ids, tokenizer=tokenizer)
     from pipeline.engines.hf import HFEngine
     from pipeline.models import load_causal_lm
 
     model = load_causal_lm(cfg.explorer, revision=cfg.revision, dtype=cfg.dtype,
                            trust_remote_code=cfg.trust_remote_code).eval()
-    return HFEngine(model, tokenizer, batch_size=cfg.batch_size)
+    return HFEngine(model, tokenizer, batch_size=cfg.batch_size, stop_token_ids=stop_token_ids)
 
 
 def _fill(cfg: ExploreConfig, jobs: list[Job], engine: Engine, tokenizer, writer: BankWriter, *, echo) -> dict:
@@ -153,10 +166,13 @@ def _sample_and_score(cfg, chunk: list[Job], texts, prompt_ids, engine: Engine, 
         seed = _chunk_seed(cfg.seed, chunk[ks[0]])
         params = SamplingParams(n=n, temperature=cfg.temperature, top_p=cfg.top_p, top_k=cfg.top_k,
                                 max_new_tokens=cfg.max_new_tokens, seed=seed)
-        for k, group in zip(ks, engine.generate([prompt_ids[k] for k in ks], params)):
+        seeds = [job_seeds(cfg.seed, chunk[k]) for k in ks]
+        for k, group in zip(ks, engine.generate([prompt_ids[k] for k in ks], params, seeds=seeds)):
             completions[k] = group
     flat = [(k, s, c) for k in range(len(chunk)) for s, c in zip(chunk[k].sample_indices, completions[k])]
-    scores = pool.score([c.text for _, _, c in flat], [chunk[k].problem.answer for k, _, _ in flat])
+    scores = [apply_truncated_reward(sc, truncated=c.finish_reason == FINISH_LENGTH, policy=cfg.truncated_reward)
+              for sc, (_, _, c) in zip(pool.score([c.text for _, _, c in flat],
+                                                  [chunk[k].problem.answer for k, _, _ in flat]), flat)]
     return [BankRecord(prompt_id=chunk[k].problem.id, sample_index=s, prompt=texts[k],
                        prompt_token_ids=list(prompt_ids[k]), response=c.text,
                        response_token_ids=list(c.token_ids), logprobs=list(c.logprobs), reward=sc.reward,
@@ -165,7 +181,14 @@ def _sample_and_score(cfg, chunk: list[Job], texts, prompt_ids, engine: Engine, 
             for (k, s, c), sc in zip(flat, scores)]
 
 
+def job_seeds(seed: int, job: Job) -> list[int]:
+    """One seed per (prompt id, sample index): vLLM draws each bank row from its own stream,
+    the same whichever chunk, worker or resume generates it."""
+    return [sample_seed(seed, job.problem.id, i) for i in job.sample_indices]
+
+
 def _chunk_seed(seed: int, first: Job) -> int:
-    """A seed fixed by the run seed and the chunk's first (prompt, sample), so reruns repeat."""
+    """The HF engine's seed for a call (one stream per call, see `HFEngine`): fixed by the run
+    seed and the chunk's first (prompt, sample), so reruns repeat."""
     key = f"{seed}:{first.problem.id}:{first.sample_indices[0]}".encode()
     return int.from_bytes(hashlib.sha256(key).digest()[:4], "big")

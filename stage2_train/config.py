@@ -14,6 +14,7 @@ from typing import Optional
 
 from pipeline.engines.base import EngineKind
 from pipeline.memory import PlannedGpus
+from pipeline.rewards import TruncatedReward
 from stage2_train.distributed import Strategy
 from stage2_train.groups import BankPrompts, BankRows, Mixing
 from stage2_train.rl_math import Aggregation, BankCorrection, Baseline
@@ -114,6 +115,8 @@ class TrainConfig:
     top_p: float = 1.0
     top_k: int = 0
     max_new_tokens: int = 48
+    stop_token_ids: tuple[int, ...] = ()  # added to generation_config's and the tokenizer's eos (pipeline.engines.stops)
+    truncated_reward: TruncatedReward = TruncatedReward.ZERO  # online and bank rows alike (pipeline.rewards)
     lr: float = 1.0e-4
     weight_decay: float = 0.01
     beta1: float = 0.9

@@ -4,6 +4,7 @@ and the bank — with the checks that make a bank/learner mismatch a one-line re
 from __future__ import annotations
 
 from pipeline.errors import UserError
+from pipeline.rewards import BANK_DEFAULT, TruncatedReward
 
 
 def load_learner(cfg):
@@ -36,20 +37,30 @@ def build_engine(cfg, model, tokenizer, d):
     colocated on this rank's GPU and synced every step."""
     from pipeline.engines import EngineKind, resolve_engine_kind
 
+    stops = learner_stop_ids(cfg, tokenizer)
     if resolve_engine_kind(cfg.engine) is EngineKind.VLLM:
-        return _colocated_vllm(cfg, model, d)
+        return _colocated_vllm(cfg, model, d, stops)
     if d.fsdp:
         from pipeline.models import load_causal_lm
 
         copy = load_causal_lm(cfg.learner, revision=cfg.revision, dtype=cfg.dtype,
                               trust_remote_code=cfg.trust_remote_code)
-        engine = _SyncedHFEngine(copy.to(d.device).eval().requires_grad_(False), tokenizer, batch_size=cfg.batch_size)
+        engine = _SyncedHFEngine(copy.to(d.device).eval().requires_grad_(False), tokenizer, batch_size=cfg.batch_size,
+                                 stop_token_ids=stops)
         engine.load_weights(merged_state_dict(model))
         return engine
-    return _TrainingHFEngine(model, tokenizer, batch_size=cfg.batch_size)
+    return _TrainingHFEngine(model, tokenizer, batch_size=cfg.batch_size, stop_token_ids=stops)
 
 
-def _colocated_vllm(cfg, model, d):
+def learner_stop_ids(cfg, tokenizer) -> tuple[int, ...]:
+    """The learner's stop set (pipeline.engines.stops) with train.stop_token_ids added."""
+    from pipeline.engines.stops import model_stop_ids
+
+    return model_stop_ids(cfg.learner, tokenizer, cfg.stop_token_ids, revision=cfg.revision,
+                          trust_remote_code=cfg.trust_remote_code)
+
+
+def _colocated_vllm(cfg, model, d, stops):
     from pipeline.engines.vllm import VLLMEngine
 
     # under torchrun every rank holds one vLLM worker (vLLM's external launcher): the ranks of a
@@ -58,7 +69,8 @@ def _colocated_vllm(cfg, model, d):
                         gpu_memory_utilization=cfg.gpu_memory_utilization,
                         tensor_parallel_size=cfg.tensor_parallel_size, trust_remote_code=cfg.trust_remote_code,
                         in_process=True, enable_sleep_mode=cfg.vllm_sleep_level > 0,
-                        distributed_executor_backend="external_launcher" if d.active else None)
+                        distributed_executor_backend="external_launcher" if d.active else None,
+                        stop_token_ids=stops)
     colocated = _ColocatedVLLM(engine, sleep_level=cfg.vllm_sleep_level)
     colocated.load_weights(merged_state_dict(model, dtype=cfg.rollout_dtype))  # LoRA starts as identity: harmless
     return colocated
@@ -67,11 +79,11 @@ def _colocated_vllm(cfg, model, d):
 class _TrainingHFEngine:
     """HFEngine over the learner being trained: eval mode while sampling, then back."""
 
-    def __init__(self, model, tokenizer, *, batch_size: int) -> None:
+    def __init__(self, model, tokenizer, *, batch_size: int, stop_token_ids=None) -> None:
         from pipeline.engines.hf import HFEngine
 
         self.model = model
-        self.inner = HFEngine(model, tokenizer, batch_size=batch_size)
+        self.inner = HFEngine(model, tokenizer, batch_size=batch_size, stop_token_ids=stop_token_ids)
 
     def generate(self, prompts, params):
         was_training = self.model.training
@@ -85,11 +97,11 @@ class _TrainingHFEngine:
 class _SyncedHFEngine:
     """HFEngine over a whole copy of the learner that `load_weights` keeps current."""
 
-    def __init__(self, model, tokenizer, *, batch_size: int) -> None:
+    def __init__(self, model, tokenizer, *, batch_size: int, stop_token_ids=None) -> None:
         from pipeline.engines.hf import HFEngine
 
         self.model = model
-        self.inner = HFEngine(model, tokenizer, batch_size=batch_size)
+        self.inner = HFEngine(model, tokenizer, batch_size=batch_size, stop_token_ids=stop_token_ids)
 
     def generate(self, prompts, params):
         return self.inner.generate(prompts, params)
@@ -187,9 +199,39 @@ def open_bank_for(cfg, tokenizer, problems, scorer, *, echo=print):
     if covered < len(problems):
         echo(f"warning: {len(problems) - covered} of {len(problems)} training prompts have no bank rows; "
              "their groups are generated online")
+    _check_bank_sampling(cfg, identity, learner_stop_ids(cfg, tokenizer), echo=echo)
     rescorer = None
     if identity.get("verifier", {}).get("version") != VERIFIER_VERSION:
         echo(f"bank rewards came from {identity.get('verifier', {}).get('version')}; re-scoring drawn rows with "
              f"{VERIFIER_VERSION}")
         rescorer = scorer
+    elif cfg.truncated_reward is TruncatedReward.VERIFY and bank_truncated_reward(identity) is TruncatedReward.ZERO:
+        echo("bank rewards of truncated rows are zero (truncated_reward: zero) and train.truncated_reward is verify; "
+             "re-scoring drawn rows")
+        rescorer = scorer
     return reader, rescorer
+
+
+def bank_truncated_reward(identity: dict) -> TruncatedReward:
+    """How the bank rewarded truncated rows (banks from before the key: verify)."""
+    return TruncatedReward(identity.get("truncated_reward", BANK_DEFAULT.value))
+
+
+def _check_bank_sampling(cfg, identity: dict, stops: tuple[int, ...], *, echo) -> None:
+    """Truncated IS needs log-probs of the explorer's sampling distribution (banks from before
+    bank.json recorded `logprobs: sampling` hold raw ones); a bank cut at another stop set is
+    reported, since its responses may end on a token the learner does not stop on, or hold
+    one it would have stopped on."""
+    from stage2_train.rl_math import BankCorrection
+
+    if cfg.loss.bank_correction is BankCorrection.TRUNCATED_IS and identity.get("logprobs") != "sampling":
+        raise UserError(f"{cfg.bank}: its log-probs are the explorer's raw distribution, not the one its tokens were "
+                        "sampled from, which truncated IS divides by; rebuild the bank with this s2lpo version "
+                        "or set loss.bank_correction to none or luffy")
+    bank_stops = identity.get("sampling", {}).get("stop_token_ids")
+    if bank_stops is None:
+        echo(f"warning: {cfg.bank} does not record its stop tokens (made before s2lpo recorded them); "
+             f"the learner stops on {list(stops)}")
+    elif tuple(bank_stops) != tuple(stops):
+        echo(f"warning: the bank's responses were cut at stop tokens {bank_stops}, the learner's are {list(stops)}; "
+             "set train.stop_token_ids (or explore's) so they agree")

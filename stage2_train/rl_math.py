@@ -134,7 +134,10 @@ def compute_policy_loss(logp: Tensor, old_logp: Tensor, advantages: Tensor, mask
 def compute_truncated_is_weights(old_logp: Tensor, explorer_logp: Tensor, is_bank: Tensor, *,
                                  cap: float = 1.0) -> Tensor:
     """Per-token weights (N, T): min(π_old/π_explorer, C) on bank responses, 1 on online ones.
-    `is_bank` is (N,). π_explorer is the explorer's stored raw log-prob of the token."""
+    `is_bank` is (N,). π_explorer is the explorer's stored log-prob of the token under the
+    distribution it was sampled from (temperature 0.7 / top-p 0.95 in the paper: the
+    behaviour policy μ), so the weight is min(π_old(y_t)/μ(y_t), C); stage 2 refuses a bank
+    whose log-probs are raw (made before bank.json recorded `logprobs: sampling`)."""
     w = torch.exp((old_logp - explorer_logp).clamp(max=20.0)).clamp(max=cap)
     return torch.where(is_bank.unsqueeze(1), w, torch.ones_like(w)).detach()
 

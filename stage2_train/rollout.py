@@ -8,12 +8,14 @@ scorer, and returns plain `Response` records that `policy.pack` turns into tenso
 from __future__ import annotations
 
 import hashlib
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
 from pipeline.engines import Engine, SamplingParams
+from pipeline.rewards import TruncatedReward, apply_truncated_reward
 
 
 @dataclass(frozen=True)
@@ -52,10 +54,14 @@ def sample_online(engine: Engine, prompt_ids: Sequence[Sequence[int]], counts: S
     return out
 
 
-def online_responses(completions: list[list], prompt_ids, golds: Sequence[str], scorer) -> list[list[Response]]:
-    """Score every completion against its prompt's gold answer."""
+def online_responses(completions: list[list], prompt_ids, golds: Sequence[str], scorer, *,
+                     truncated_reward: TruncatedReward = TruncatedReward.VERIFY) -> list[list[Response]]:
+    """Score every completion against its prompt's gold answer (truncated ones as
+    `truncated_reward` says, pipeline.rewards)."""
     flat = [(p, c) for p, group in enumerate(completions) for c in group]
     scores = scorer([c.text for _, c in flat], [golds[p] for p, _ in flat])
+    scores = [apply_truncated_reward(s, truncated=c.finish_reason == "length", policy=truncated_reward)
+              for s, (_, c) in zip(scores, flat)]
     out: list[list[Response]] = [[] for _ in completions]
     for (p, c), s in zip(flat, scores):
         out[p].append(Response(p, tuple(prompt_ids[p]), tuple(c.token_ids), c.text, float(s.reward), bool(s.correct),
@@ -64,9 +70,10 @@ def online_responses(completions: list[list], prompt_ids, golds: Sequence[str], 
 
 
 def bank_responses(reader, rows: Sequence[np.ndarray], prompt_ids, golds: Sequence[str], *,
-                   rescore=None) -> list[list[Response]]:
+                   rescore=None, truncated_reward: TruncatedReward = TruncatedReward.VERIFY) -> list[list[Response]]:
     """Read the planned bank rows; `rescore` (a scorer) replaces the cached rewards when the
-    bank was filled by a different verifier version."""
+    bank was filled by a different verifier version (or zeroed truncated rows this run
+    verifies); then truncated rows are rewarded as `truncated_reward` says."""
     flat = [(p, int(r)) for p, rs in enumerate(rows) for r in rs]
     out: list[list[Response]] = [[] for _ in rows]
     if not flat:
@@ -76,6 +83,11 @@ def bank_responses(reader, rows: Sequence[np.ndarray], prompt_ids, golds: Sequen
     if rescore is not None:
         scores = rescore(table["response"], [golds[p] for p, _ in flat])
         rewards, correct = [s.reward for s in scores], [s.correct for s in scores]
+    truncated = [f == "length" for f in table["finish_reason"]]
+    if truncated_reward is TruncatedReward.ZERO:
+        zeroed = [t and math.isfinite(r) for r, t in zip(rewards, truncated)]  # a non-finite reward still stops the run
+        rewards = [0.0 if z else r for r, z in zip(rewards, zeroed)]
+        correct = [False if z else c for c, z in zip(correct, zeroed)]
     for k, (p, _) in enumerate(flat):
         out[p].append(Response(p, tuple(prompt_ids[p]), tuple(table["response_token_ids"][k]), table["response"][k],
                                float(rewards[k]), bool(correct[k]), True, table["finish_reason"][k] == "length",

@@ -79,7 +79,7 @@ def collect(run, step: int, prompts: list[int], *, alpha: float, group_size: int
             completions = sample_online(run.engine, ids, [g] * len(ids), params)
     with timer("score"):
         if rescue:
-            online = online_responses(completions, ids, golds, run.scorer)
+            online = online_responses(completions, ids, golds, run.scorer, truncated_reward=cfg.truncated_reward)
             all_wrong = _from_generation_groups(d, [not any(r.correct for r in grp) for grp in online])
             plan = plan_groups(pids, run.pool, alpha=alpha, group_size=g, rng=rng, prompts=cfg.bank_prompts,
                                online_all_wrong=all_wrong)
@@ -90,9 +90,10 @@ def collect(run, step: int, prompts: list[int], *, alpha: float, group_size: int
         with timer("generate"):
             completions = sample_online(run.engine, ids, keep_online, params)
         with timer("score"):
-            online = online_responses(completions, ids, golds, run.scorer)
+            online = online_responses(completions, ids, golds, run.scorer, truncated_reward=cfg.truncated_reward)
     with timer("bank"):
-        bank = bank_responses(run.reader, bank_rows, ids, golds, rescore=run.bank_rescorer)
+        bank = bank_responses(run.reader, bank_rows, ids, golds, rescore=run.bank_rescorer,
+                              truncated_reward=cfg.truncated_reward)
     tokens = sum(len(r.token_ids) for grp in online for r in grp)
     tokens = int(d.sum(tokens if d.generation_leader else 0))
     groups = assemble(bank, online, keep_online=keep_online, group_size=g)

@@ -51,7 +51,9 @@ def format_info(info: dict) -> str:
     ident = info["identity"]
     lines = [f"bank {info['fingerprint']}: {info['rows']} rows, {info['prompts']} prompts, {info['shards']} shards",
              f"explorer  {ident['explorer']['model']} @ {ident['explorer']['revision']}",
-             f"sampling  {ident['sampling']}", f"verifier  {ident['verifier']['version']}"]
+             f"sampling  {ident['sampling']}", f"verifier  {ident['verifier']['version']}",
+             f"rewards   truncated responses: {ident.get('truncated_reward', 'verify')}   "
+             f"log-probs: {ident.get('logprobs', 'raw')} distribution"]
     if info["rows"]:
         spp = info["samples_per_prompt"]
         lines += [f"samples per prompt  {spp['min']}..{spp['max']}",
@@ -63,6 +65,22 @@ def format_info(info: dict) -> str:
         for bucket, count in info["pass_rate_histogram"].items():
             lines.append(f"  {bucket}  {count:6d} {'#' * round(40 * count / top)}")
     return "\n".join(lines)
+
+
+def misplaced_stops(table: pa.Table, stops) -> int:
+    """Rows where the stop set and `finish_reason` disagree: a "stop" row must end with its
+    only stop token, a "length" row must hold none (pipeline.engines.stops)."""
+    ids = table.column("response_token_ids").combine_chunks()
+    offsets, flat = ids.offsets.to_numpy(), ids.values.to_numpy()
+    is_stop = np.isin(flat, np.asarray(stops, dtype=flat.dtype))
+    cum = np.concatenate([[0], np.cumsum(is_stop)])
+    per_row = cum[offsets[1:]] - cum[offsets[:-1]]
+    lengths = offsets[1:] - offsets[:-1]
+    last_is_stop = np.zeros(len(lengths), dtype=bool)
+    last_is_stop[lengths > 0] = is_stop[offsets[1:][lengths > 0] - 1]
+    stopped = np.asarray(table.column("finish_reason").to_pylist()) == "stop"
+    ok = np.where(stopped, last_is_stop & (per_row == 1), per_row == 0)
+    return int((~ok).sum())
 
 
 def verify_bank(files: BankFiles, expected_per_prompt: int | None = None) -> list[str]:
@@ -79,13 +97,18 @@ def verify_bank(files: BankFiles, expected_per_prompt: int | None = None) -> lis
         if not pf.schema_arrow.equals(BANK_SCHEMA, check_metadata=False):
             problems.append(f"{shard.file}: schema differs from the bank schema")
             continue
-        t = pf.read(columns=["response_token_ids", "logprobs", "response_length", "reward"])
+        t = pf.read(columns=["response_token_ids", "logprobs", "response_length", "reward", "finish_reason"])
         ids_len = pc.list_value_length(t.column("response_token_ids"))
         bad = pc.sum(pc.not_equal(ids_len, pc.list_value_length(t.column("logprobs")))).as_py() or 0
         bad_len = pc.sum(pc.not_equal(ids_len, pc.cast(t.column("response_length"), pa.int32()))).as_py() or 0
         if bad or bad_len:
             problems.append(f"{shard.file}: {bad} rows with token ids/log-probs length mismatch, "
                             f"{bad_len} with a wrong response_length")
+        stops = files.identity.get("sampling", {}).get("stop_token_ids")
+        wrong = 0 if stops is None else misplaced_stops(t, stops)  # banks made before the stop set was recorded
+        if wrong:
+            problems.append(f"{shard.file}: {wrong} rows whose stop tokens disagree with finish_reason "
+                            f"(stop set {stops}: a 'stop' row ends with exactly one, a 'length' row has none)")
         rewards = t.column("reward").to_numpy()
         if not np.isfinite(rewards).all():
             problems.append(f"{shard.file}: {int((~np.isfinite(rewards)).sum())} rows with a non-finite reward "

@@ -14,10 +14,14 @@ class BankRecord:
     """One explorer response to one prompt.
 
     `sample_index` numbers the prompt's samples 0..M-1 (unique per prompt). `logprobs[t]`
-    is the explorer's log-prob of `response_token_ids[t]` under its raw distribution
-    (temperature 1, no filtering), so off-policy corrections can be computed later.
-    `reward`/`correct`/`extracted_answer` are the verifier's verdict, cached under the
-    verifier version recorded in bank.json. `response_length == len(response_token_ids)`.
+    is the explorer's log-prob of `response_token_ids[t]` under the distribution it was
+    sampled from (temperature, top-k/top-p applied: bank.json `logprobs: "sampling"`; banks
+    without that key hold raw, temperature-1 log-probs), the behaviour policy off-policy
+    corrections divide by. `response_token_ids` end with the stop token when `finish_reason`
+    is "stop"; `response` is the text before it, other special tokens kept
+    (pipeline.engines.stops). `reward`/`correct`/`extracted_answer` are the verifier's
+    verdict, cached under the verifier version and `truncated_reward` recorded in bank.json.
+    `response_length == len(response_token_ids)`.
     """
 
     prompt_id: str

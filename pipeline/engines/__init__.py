@@ -2,8 +2,8 @@
 
 An engine knows only token ids: it takes tokenised prompts and `SamplingParams`
 and returns, per prompt, `n` `Completion`s with the sampled token ids, their text,
-the log-prob of every sampled token under the model's raw (untempered, unfiltered)
-distribution, and why generation stopped.
+the log-prob of every sampled token under the distribution it was sampled from, and
+why generation stopped (a token of the stop set, `pipeline.engines.stops`, or the length).
 """
 
 from pipeline.engines.base import Completion, Engine, EngineKind, SamplingParams, resolve_engine_kind

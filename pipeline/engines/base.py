@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import enum
+import hashlib
 from dataclasses import dataclass
 from typing import Protocol, Sequence
-
 
 
 class EngineKind(enum.Enum):
@@ -29,7 +29,7 @@ def resolve_engine_kind(kind: EngineKind) -> EngineKind:
     return EngineKind.VLLM if torch.cuda.is_available() and importlib.util.find_spec("vllm") else EngineKind.HF
 
 
-FINISH_STOP = "stop"  # the model emitted its end-of-sequence token
+FINISH_STOP = "stop"  # the model emitted a token of its stop set (pipeline.engines.stops)
 FINISH_LENGTH = "length"  # max_new_tokens ran out first
 
 
@@ -55,10 +55,14 @@ class SamplingParams:
 class Completion:
     """One sampled response.
 
-    `token_ids` include the end-of-sequence token when `finish_reason == "stop"` (the
-    learner is trained to stop), `text` excludes special tokens, and `logprobs[t]` is
-    log π(token_ids[t] | prefix) under the model's raw distribution (temperature 1,
-    no top-p/top-k), as vLLM reports by default.
+    `token_ids` end with the stop token when `finish_reason == "stop"` (the learner is
+    trained to stop); `text` is the decode of the tokens before it, other special tokens
+    kept (see `pipeline.engines.stops`). `logprobs[t]` is log μ(token_ids[t] | prefix) under
+    the distribution the token was *sampled from*: the model's logits after the presence
+    penalty, divided by the temperature, restricted to top-k/top-p and renormalised (vLLM's
+    `logprobs_mode="processed_logprobs"`). That is the behaviour policy an off-policy
+    correction divides by; at temperature 1 without filters or penalty it is the raw
+    distribution.
     """
 
     token_ids: tuple[int, ...]
@@ -68,6 +72,24 @@ class Completion:
 
 
 class Engine(Protocol):
-    def generate(self, prompts: Sequence[Sequence[int]], params: SamplingParams) -> list[list[Completion]]:
-        """`params.n` completions for each tokenised prompt, in prompt order."""
+    def generate(self, prompts: Sequence[Sequence[int]], params: SamplingParams, *,
+                 seeds: Sequence[Sequence[int]] | None = None) -> list[list[Completion]]:
+        """`params.n` completions for each tokenised prompt, in prompt order. `seeds[p][j]`
+        seeds sample j of prompt p where the backend samples per request (vLLM); None =
+        `default_seeds(params.seed, len(prompts), params.n)`."""
         ...
+
+
+def sample_seed(base_seed: int, key: str, sample_index: int) -> int:
+    """A 63-bit seed fixed by (base seed, prompt key, sample index): every sample draws from
+    its own stream, and the same triple always draws the same one.
+
+    One seed per generate call would make vLLM draw sample j of *every* prompt in the call
+    from one stream (its n children get seed + j), correlating the noise across prompts."""
+    digest = hashlib.sha256(f"{base_seed}:{key}:{sample_index}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") >> 1
+
+
+def default_seeds(base_seed: int, prompts: int, n: int) -> list[list[int]]:
+    """Per-(prompt position, sample) seeds of a call that names no prompt keys."""
+    return [[sample_seed(base_seed, f"#{p}", j) for j in range(n)] for p in range(prompts)]

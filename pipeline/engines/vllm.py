@@ -2,9 +2,16 @@
 
 Prompts go in as token ids (`TokensPrompt`), so rendering and tokenisation stay in
 `pipeline.prompts` and agree with the HF engine. `logprobs=0` asks vLLM for the log-prob
-of each sampled token; vLLM reports it under the raw model distribution (its default
-`logprobs_mode`), the same convention as `HFEngine`. The per-request seed makes a call
-reproducible on a given engine and device.
+of each sampled token; `logprobs_mode="processed_logprobs"` makes it the log-prob under the
+distribution the token was sampled from (penalties, temperature, top-k/top-p applied), the
+same convention as `HFEngine` (see `Completion`).
+
+Every (prompt, sample) is its own request with its own seed (`sample_seed`): reproducible
+on a given engine and device, and independent across samples — one request with `n` and
+one seed would give sample j of every prompt the same stream. vLLM's prefix cache shares
+the prompt's KV between a prompt's requests. The stop set (`pipeline.engines.stops`) goes
+into `SamplingParams.stop_token_ids`; the text is decoded from the token ids by the same
+rule as `HFEngine`, not taken from vLLM's detokeniser.
 
 `enforce_eager=True` skips vLLM's torch.compile: on CPU that compilation is minutes of C++
 builds on first use, worth it for a long run and not for a test.
@@ -28,8 +35,11 @@ from __future__ import annotations
 
 from typing import Sequence
 
-from pipeline.engines.base import Completion, SamplingParams
+from pipeline.engines.base import FINISH_LENGTH, FINISH_STOP, Completion, SamplingParams, default_seeds
+from pipeline.engines.stops import cut_at_stop, response_text
 from pipeline.errors import UserError
+
+LOGPROBS_MODE = "processed_logprobs"  # log-probs of the sampling distribution (see the module docstring)
 
 
 class VLLMEngine:
@@ -39,7 +49,8 @@ class VLLMEngine:
                  gpu_memory_utilization: float = 0.25, tensor_parallel_size: int = 1,
                  max_model_len: int | None = None, trust_remote_code: bool = False,
                  enable_sleep_mode: bool = False, in_process: bool = False,
-                 distributed_executor_backend: str | None = None, enforce_eager: bool = False) -> None:
+                 distributed_executor_backend: str | None = None, enforce_eager: bool = False,
+                 stop_token_ids: Sequence[int] | None = None, tokenizer=None) -> None:
         try:
             from vllm import LLM
         except ImportError:
@@ -57,19 +68,34 @@ class VLLMEngine:
         self.llm = LLM(model=model, tokenizer=model, revision=revision, dtype=dtype, seed=seed,
                        gpu_memory_utilization=gpu_memory_utilization, tensor_parallel_size=tensor_parallel_size,
                        max_model_len=max_model_len, trust_remote_code=trust_remote_code,
-                       enable_sleep_mode=enable_sleep_mode, **backend, enforce_eager=enforce_eager)
+                       enable_sleep_mode=enable_sleep_mode, **backend, enforce_eager=enforce_eager,
+                       logprobs_mode=LOGPROBS_MODE)
+        self.tokenizer = tokenizer if tokenizer is not None else self.llm.get_tokenizer()  # decodes the text
+        if stop_token_ids is None:
+            from pipeline.engines.stops import model_stop_ids
 
-    def generate(self, prompts: Sequence[Sequence[int]], params: SamplingParams) -> list[list[Completion]]:
+            stop_token_ids = model_stop_ids(model, self.tokenizer, revision=revision,
+                                            trust_remote_code=trust_remote_code)
+        self.stop_token_ids = tuple(stop_token_ids)
+
+    def generate(self, prompts: Sequence[Sequence[int]], params: SamplingParams, *,
+                 seeds: Sequence[Sequence[int]] | None = None) -> list[list[Completion]]:
         from vllm import SamplingParams as VLLMSamplingParams
         from vllm.inputs import TokensPrompt
 
-        sampling = VLLMSamplingParams(n=params.n, temperature=params.temperature, top_p=params.top_p,
-                                      top_k=params.top_k if params.top_k > 0 else -1,
-                                      max_tokens=params.max_new_tokens, seed=params.seed, logprobs=0,
-                                      presence_penalty=params.presence_penalty)
-        outputs = self.llm.generate([TokensPrompt(prompt_token_ids=list(p)) for p in prompts], sampling,
-                                    use_tqdm=False)
-        return [[_completion(c) for c in out.outputs] for out in outputs]
+        requests = request_plan(prompts, params, self.stop_token_ids, seeds)
+        outputs = self.llm.generate([TokensPrompt(prompt_token_ids=list(prompts[p])) for p, _ in requests],
+                                    [VLLMSamplingParams(**kw) for _, kw in requests], use_tqdm=False)
+        out: list[list[Completion]] = [[] for _ in prompts]
+        for (p, _), result in zip(requests, outputs):
+            out[p].append(self._completion(result.outputs[0]))
+        return out
+
+    def _completion(self, c) -> Completion:
+        ids, stopped = cut_at_stop(tuple(c.token_ids), self.stop_token_ids)
+        logprobs = tuple(step[tok].logprob for step, tok in zip(c.logprobs, ids))
+        return Completion(ids, response_text(self.tokenizer, ids, stopped=stopped), logprobs,
+                          FINISH_STOP if stopped else FINISH_LENGTH)
 
     def close(self) -> None:
         """Stop vLLM's engine core and worker processes now rather than at interpreter exit
@@ -103,8 +129,15 @@ def _load_into_worker(worker, items) -> None:
     model.load_weights(weights=((name, t.to(device)) for name, t in items))
 
 
-def _completion(c) -> Completion:
-    ids = tuple(c.token_ids)
-    logprobs = tuple(step[tok].logprob for step, tok in zip(c.logprobs, ids))
-    reason = "length" if c.finish_reason == "length" else "stop"
-    return Completion(ids, c.text, logprobs, reason)
+def request_plan(prompts: Sequence[Sequence[int]], params: SamplingParams, stop_token_ids: Sequence[int],
+                 seeds: Sequence[Sequence[int]] | None = None) -> list[tuple[int, dict]]:
+    """(prompt index, vLLM `SamplingParams` keywords) of every request of a call: one per
+    (prompt, sample), n = 1, its own seed, the engine's stop set. Pure, so a test can read it."""
+    seeds = default_seeds(params.seed, len(prompts), params.n) if seeds is None else seeds
+    if len(seeds) != len(prompts) or any(len(s) != params.n for s in seeds):
+        raise ValueError(f"seeds must hold {params.n} seeds for each of the {len(prompts)} prompts")
+    common = dict(n=1, temperature=params.temperature, top_p=params.top_p,
+                  top_k=params.top_k if params.top_k > 0 else -1, max_tokens=params.max_new_tokens, logprobs=0,
+                  presence_penalty=params.presence_penalty, stop_token_ids=list(stop_token_ids),
+                  skip_special_tokens=False)
+    return [(p, {**common, "seed": int(seed)}) for p in range(len(prompts)) for seed in seeds[p]]

@@ -85,6 +85,7 @@ class EvaluateConfig:
     presence_penalty: Optional[float] = None
     max_new_tokens: int = 48
     seed: int = 0
+    stop_token_ids: tuple[int, ...] = ()  # added to generation_config's and the tokenizer's eos (pipeline.engines.stops)
     engine: EngineKind = EngineKind.AUTO
     batch_size: int = 2048  # sequences per generate call (HF batch; one progress-bar update)
     dtype: str = "auto"

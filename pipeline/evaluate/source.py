@@ -129,6 +129,20 @@ def _fetch_hub_adapter(repo: str, revision: Optional[str]) -> str:
     return folder
 
 
+def engine_stop_ids(model, tokenizer, extra) -> tuple[int, ...]:
+    """The stop set of a loaded (possibly merged) model (pipeline.engines.stops)."""
+    from pipeline.engines.stops import stop_set
+
+    return stop_set(getattr(model.generation_config, "eos_token_id", None), tokenizer.eos_token_id, list(extra))
+
+
+def _files_stop_ids(path, revision, tokenizer, cfg) -> tuple[int, ...]:
+    from pipeline.engines.stops import model_stop_ids
+
+    return model_stop_ids(path, tokenizer, cfg.stop_token_ids, revision=revision,
+                          trust_remote_code=cfg.trust_remote_code)
+
+
 @contextlib.contextmanager
 def open_engine(cfg, source: ModelSource, tokenizer) -> Iterator[object]:
     """An `Engine` for `cfg.engine` serving `source`; cleans up any merged copy on exit."""
@@ -139,7 +153,8 @@ def open_engine(cfg, source: ModelSource, tokenizer) -> Iterator[object]:
 
         model = load_merged_model(source, revision=cfg.revision, dtype=cfg.dtype,
                                   trust_remote_code=cfg.trust_remote_code)
-        yield HFEngine(model, tokenizer, batch_size=cfg.batch_size)
+        yield HFEngine(model, tokenizer, batch_size=cfg.batch_size,
+                       stop_token_ids=engine_stop_ids(model, tokenizer, cfg.stop_token_ids))
         return
     from pipeline.engines.vllm import VLLMEngine
 
@@ -157,4 +172,5 @@ def open_engine(cfg, source: ModelSource, tokenizer) -> Iterator[object]:
         yield VLLMEngine(path, revision=revision, dtype=cfg.dtype, seed=cfg.seed,
                          gpu_memory_utilization=cfg.gpu_memory_utilization,
                          tensor_parallel_size=cfg.tensor_parallel_size, max_model_len=cfg.max_model_len,
-                         trust_remote_code=cfg.trust_remote_code)
+                         trust_remote_code=cfg.trust_remote_code,
+                         stop_token_ids=_files_stop_ids(path, revision, tokenizer, cfg), tokenizer=tokenizer)

@@ -13,7 +13,7 @@ TEMPLATE = "{question}="
 
 
 def write_bank(path, problems, tokenizer, *, per_prompt: int = 4, tokenizer_fp: str | None = None,
-               right=lambda prompt, sample: sample % 2 == 0) -> None:
+               right=lambda prompt, sample: sample % 2 == 0, identity_changes: dict | None = None) -> None:
     """`right(i, s)`: whether sample s of the i-th prompt is correct (default: every other one)."""
     from pipeline.bank.schema import BankRecord, records_to_table
     from pipeline.bank.store import BankWriter
@@ -24,7 +24,9 @@ def write_bank(path, problems, tokenizer, *, per_prompt: int = 4, tokenizer_fp: 
 
     identity = {"schema_version": 1, "tokenizer": tokenizer_fp or tokenizer_fingerprint(tokenizer),
                 "template": {"text": TEMPLATE, "fingerprint": template_fingerprint(tokenizer, TEMPLATE)},
-                "verifier": {"name": VERIFIER_NAME, "version": VERIFIER_VERSION}, "test": "hand-written"}
+                "verifier": {"name": VERIFIER_NAME, "version": VERIFIER_VERSION}, "test": "hand-written",
+                "sampling": {"stop_token_ids": [tokenizer.eos_token_id]}, "logprobs": "sampling",
+                "truncated_reward": "zero", **(identity_changes or {})}
     writer = BankWriter(str(path), identity)
     records = []
     for i, p in enumerate(problems):

@@ -43,12 +43,14 @@ def test_vllm_samples_token_ids_text_logprobs_and_finish(engine, char_tokenizer,
             assert 1 <= len(c.token_ids) == len(c.logprobs) <= 10
             eos = char_tokenizer.eos_token_id
             assert (c.finish_reason == FINISH_STOP) == (c.token_ids[-1] == eos)
-            assert c.text == char_tokenizer.decode(c.token_ids, skip_special_tokens=True)
+            body = c.token_ids[:-1] if c.finish_reason == FINISH_STOP else c.token_ids
+            assert c.text == "".join("<|unused|>" if i >= len(char_tokenizer) else
+                                     char_tokenizer.decode([i], skip_special_tokens=False) for i in body)
             ids = torch.tensor([list(prompt) + list(c.token_ids)])
             with torch.no_grad():
                 logp = torch.log_softmax(tiny_model(ids).logits[0, :-1].float(), -1)
             expected = logp[len(prompt) - 1 :].gather(-1, ids[0, len(prompt) :, None]).squeeze(-1)
-            assert torch.allclose(torch.tensor(c.logprobs), expected, atol=2e-2)  # raw log-probs
+            assert torch.allclose(torch.tensor(c.logprobs), expected, atol=2e-2)  # T = 1, no filter: the raw ones
 
 
 def test_vllm_seed_reproducible(engine, char_tokenizer):
@@ -82,3 +84,43 @@ def test_weight_sync_changes_outputs_and_matches_hf(tiny_family, char_tokenizer,
     engine.load_weights(tiny_model.state_dict())
     assert engine.generate(prompts, params) == before  # and back
     engine.close()
+
+
+def test_samples_of_identical_prompts_draw_independent_streams(engine, char_tokenizer):
+    """Per-(prompt, sample) seeds: with one seed per call, sample j of every prompt shared a
+    stream, so two copies of one prompt came back identical."""
+    prompts = char_tokenizer(["1+2+3=", "1+2+3="])["input_ids"]
+    params = SamplingParams(n=3, max_new_tokens=12, seed=5, temperature=1.0)
+    first, second = engine.generate(prompts, params)
+    assert first != second
+    assert len({c.token_ids for c in first}) == 3
+    assert engine.generate(prompts, params) == [first, second]  # and a rerun repeats them
+
+
+@pytest.fixture(scope="module")
+def scripted_dir(tmp_path_factory, qwen3_tok, steer):
+    """A tiny Qwen3 at the real vocabulary that writes "IJ" then <|endoftext|> (its
+    generation_config's only stop id; the tokenizer's eos is <|im_end|>)."""
+    out = tmp_path_factory.mktemp("scripted-qwen3")
+    steer.scripted([40, 41, 151643, 8]).save_pretrained(out)
+    qwen3_tok.save_pretrained(out)
+    return out
+
+
+@pytest.mark.parametrize("extra,expected", [((), (40, 41, 151643)), ((41,), (40, 41))])
+def test_vllm_stops_on_generation_config_and_user_stop_ids(scripted_dir, qwen3_tok, extra, expected):
+    from pipeline.engines.stops import model_stop_ids
+    from pipeline.engines.vllm import VLLMEngine
+
+    stops = model_stop_ids(str(scripted_dir), qwen3_tok, extra)
+    engine = VLLMEngine(str(scripted_dir), gpu_memory_utilization=0.25, seed=0, max_model_len=64,
+                        enforce_eager=True, stop_token_ids=stops)
+    try:
+        out = engine.generate(qwen3_tok(["What is 1+1?", "Hi"])["input_ids"],
+                              SamplingParams(n=2, max_new_tokens=10, seed=0, temperature=0.7, top_p=0.95))
+    finally:
+        engine.close()
+    for c in (c for group in out for c in group):
+        assert (c.token_ids, c.finish_reason) == (expected, FINISH_STOP)
+        assert c.text == ("IJ" if expected[-1] == 151643 else "I")
+        assert len(c.logprobs) == len(expected) and max(abs(x) for x in c.logprobs) < 1e-3
