@@ -1,18 +1,18 @@
 """Stand-ins: tiny random-weight models of the same architecture and tokenizer as the real ones.
 
-A stand-in keeps everything of the real model that the pipeline's code paths depend on —
-`model_type`, vocabulary size, special-token ids, stop ids (`generation_config.json`),
-rope settings, the tie setting, the tokenizer and its chat template — and shrinks only
-depth and width (1 layer, hidden 64 by default), so a recipe runs end to end on a CPU in
-minutes with the real tokenizer's 151k vocabulary.
+A stand-in is `pipeline.tiny`'s shrunk model of the real config (same `model_type`,
+vocabulary size, special-token ids, stop ids in `generation_config.json`, rope settings,
+tie setting; 1 layer, hidden 64 by default) saved with the real tokenizer and chat
+template, so a recipe runs end to end on a CPU in minutes with the real 151k vocabulary.
 
 A random model almost never samples a stop id (1 in 151,936 per token), so every
 response would run to the length cap and the stop path would go untested. The stand-in
-therefore carries a *stop bias*: its head gives the stop ids extra logit through one
-channel of the residual stream (embedding column 0 set to 1 for every token, head
-column 0 raised on the stop rows), calibrated so that a response ends after about
-`mean_length` tokens at temperature 1, the first stop id taking about two thirds of the
-stops. Everything else stays random: responses are gibberish, rewards are 0.
+therefore carries a *stop bias* (`_shape_logits`): its head gives the stop ids extra
+logit through one channel of the residual stream, calibrated so that a response ends
+after about `mean_length` tokens at the temperature the recipe samples that model at, the
+tokenizer's eos (a chat-templated turn's end) taking two thirds of the stops and
+generation_config's ids the rest. Everything else stays random: responses are gibberish
+over the real vocabulary, rewards are 0.
 """
 
 from __future__ import annotations
@@ -24,13 +24,6 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.errors import UserError
-
-TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.json", "merges.txt", "special_tokens_map.json",
-                   "added_tokens.json", "tokenizer.model", "chat_template.jinja")
-HUB_FILES = ("config.json", "generation_config.json", "tokenizer.json", "tokenizer_config.json")
-# the fields a stand-in shrinks; every other config field is kept as the real model has it
-SHRINK = {"num_hidden_layers": 1, "hidden_size": 64, "intermediate_size": 128, "num_attention_heads": 4,
-          "num_key_value_heads": 2, "head_dim": 16}
 
 
 @dataclass(frozen=True)
@@ -45,48 +38,25 @@ class RealModel:
     generation: dict[str, Any] | None = None  # generation_config.json as the real model ships it
 
 
-def stop_ids_of(generation: dict[str, Any], config: dict[str, Any]) -> tuple[int, ...]:
-    """The stop ids generation_config lists (falling back to config.json's eos_token_id)."""
-    eos = generation.get("eos_token_id", config.get("eos_token_id"))
-    ids = [eos] if isinstance(eos, int) else list(eos or [])
-    return tuple(dict.fromkeys(int(i) for i in ids))
-
-
-def shrunk_config(config: dict[str, Any], *, layers: int = 1, hidden: int = 64) -> dict[str, Any]:
-    """The real config with depth and width shrunk; heads keep the real grouping ratio when they can."""
-    small = dict(config)
-    scale = hidden / SHRINK["hidden_size"]
-    small.update({k: int(v * (scale if k != "num_hidden_layers" else 1)) for k, v in SHRINK.items()})
-    small["num_hidden_layers"] = layers
-    if "layer_types" in small:  # per-layer attention kinds (sliding / full) must match the depth
-        small["layer_types"] = list(small["layer_types"])[:layers]
-    small.pop("max_window_layers", None)
-    small.pop("torch_dtype", None)
-    small.pop("dtype", None)
-    return small
-
-
 def build_stand_in(real: RealModel, out: str | Path, *, layers: int = 1, hidden: int = 64, seed: int = 0,
                    mean_length: float = 32.0, temperature: float = 1.0) -> Path:
     """Write a tiny random model of `real`'s architecture, with its tokenizer and stop ids, to `out`."""
-    import torch
-    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, GenerationConfig
+    from transformers import AutoConfig, AutoTokenizer, GenerationConfig
+
+    from pipeline.tiny import save_tiny_model, tiny_model_from_config
 
     out = Path(out)
-    small = shrunk_config(real.config, layers=layers, hidden=hidden)
-    model_type = small.pop("model_type", None)
+    config = dict(real.config)
+    model_type = config.pop("model_type", None)
     if not model_type:
         raise UserError(f"{real.name}: its config.json has no model_type; give a model directory with a full config")
-    config = AutoConfig.for_model(model_type, **{k: v for k, v in small.items() if k not in ("architectures",)})
-    torch.manual_seed(seed)
-    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32).eval()
-    _shape_logits(model, real.stop_ids, mean_length=mean_length, temperature=temperature)
-    model.save_pretrained(out, safe_serialization=True)
     # the real generation_config (a base Qwen3 lists only <|endoftext|>): the engine must add
     # the tokenizer's eos itself, as it must for the real model
-    generation = real.generation or {"eos_token_id": list(real.stop_ids), "bos_token_id": real.config.get("bos_token_id")}
-    GenerationConfig(**generation).save_pretrained(out)
-    AutoTokenizer.from_pretrained(real.tokenizer_dir).save_pretrained(out)
+    generation = GenerationConfig(**(real.generation or {"eos_token_id": list(real.stop_ids)}))
+    real_config = AutoConfig.for_model(model_type, **{k: v for k, v in config.items() if k != "architectures"})
+    model = tiny_model_from_config(real_config, layers=layers, hidden=hidden, seed=seed, generation_config=generation)
+    _shape_logits(model, real.stop_ids, mean_length=mean_length, temperature=temperature)
+    save_tiny_model(model, AutoTokenizer.from_pretrained(real.tokenizer_dir), out)
     (out / "stand_in.json").write_text(json.dumps({"real_model": real.name, "source": real.source,
                                                    "layers": layers, "hidden": hidden, "seed": seed,
                                                    "stop_ids": list(real.stop_ids), "mean_length": mean_length,

@@ -12,7 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from pipeline.errors import UserError
-from pipeline.rehearse.models import RealModel, stop_ids_of
+from pipeline.rehearse.models import RealModel
 
 TOKENIZER_REQUIRED = ("tokenizer_config.json",)
 TOKENIZER_OPTIONAL = ("tokenizer.json", "vocab.json", "merges.txt", "special_tokens_map.json", "chat_template.jinja")
@@ -34,7 +34,7 @@ def resolve_real_model(name: str, *, local: str | None = None, tokenizer: str | 
     # a base model prompted through the chat template ends its turn on the tokenizer's eos
     # (<|im_end|>), one prompted with plain text on generation_config's: the stand-in does both
     eos = AutoTokenizer.from_pretrained(tok).eos_token_id
-    stops = tuple(dict.fromkeys(([eos] if eos is not None else []) + list(stop_ids_of(found.generation, found.config))))
+    stops = tuple(dict.fromkeys(([eos] if eos is not None else []) + list(found.eos_token_ids)))
     return RealModel(name=name, config=found.config, stop_ids=stops, tokenizer_dir=tok, source=found.source.value,
                      generation=dict(found.generation) or None)
 

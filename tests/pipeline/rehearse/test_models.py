@@ -7,11 +7,11 @@ import json
 import pytest
 
 from pipeline.errors import UserError
-from pipeline.rehearse.models import build_stand_in, shrunk_config
+from pipeline.rehearse.models import build_stand_in
 from pipeline.rehearse.sources import resolve_real_model
 
-KEPT = ("model_type", "vocab_size", "tie_word_embeddings", "rope_theta", "max_position_embeddings", "bos_token_id",
-        "eos_token_id", "rms_norm_eps", "hidden_act")
+SHRUNK = {"num_hidden_layers", "hidden_size", "intermediate_size", "num_attention_heads", "num_key_value_heads",
+          "head_dim", "layer_types", "max_window_layers", "dtype", "torch_dtype", "transformers_version"}
 
 
 @pytest.fixture(scope="module")
@@ -24,24 +24,17 @@ def stand_ins(qwen3_tokenizer_dir, tmp_path_factory):
     return out
 
 
-def test_shrinking_keeps_every_field_but_depth_and_width():
-    real = {"model_type": "qwen3", "hidden_size": 4096, "num_hidden_layers": 36, "num_attention_heads": 32,
-            "num_key_value_heads": 8, "head_dim": 128, "intermediate_size": 12288, "vocab_size": 151936,
-            "rope_theta": 1e6, "rope_scaling": None, "layer_types": ["full_attention"] * 36, "torch_dtype": "bfloat16"}
-    small = shrunk_config(real, layers=2, hidden=64)
-    assert (small["num_hidden_layers"], small["hidden_size"], small["head_dim"]) == (2, 64, 16)
-    assert small["layer_types"] == ["full_attention"] * 2 and "torch_dtype" not in small
-    assert {k: small[k] for k in ("vocab_size", "rope_theta", "rope_scaling")} == \
-        {"vocab_size": 151936, "rope_theta": 1e6, "rope_scaling": None}
-
-
 def test_a_stand_in_has_the_real_config_tokenizer_and_stop_ids(stand_ins, qwen3_tokenizer_dir):
     from transformers import AutoConfig, AutoTokenizer
 
     for name, (real, path) in stand_ins.items():
         config = AutoConfig.from_pretrained(path).to_dict()
-        assert {k: config[k] for k in KEPT} == {k: real.config[k] for k in KEPT}, name
+        full = AutoConfig.for_model(**real.config).to_dict()
+        kept = set(full) - SHRUNK
+        assert {k: config[k] for k in kept} == {k: full[k] for k in kept}, name
+        assert {"vocab_size", "rope_parameters", "tie_word_embeddings", "bos_token_id"} <= kept
         assert config["num_hidden_layers"] == 1 and config["hidden_size"] == 64
+        assert real.stop_ids == (151645, 151643)  # the tokenizer's eos first, then generation_config's
         assert json.loads((path / "generation_config.json").read_text())["eos_token_id"] == 151643  # as the real base model ships it
         mine, theirs = AutoTokenizer.from_pretrained(path), AutoTokenizer.from_pretrained(qwen3_tokenizer_dir)
         assert mine.chat_template == theirs.chat_template and len(mine) == len(theirs) == 151669
