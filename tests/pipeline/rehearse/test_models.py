@@ -11,7 +11,8 @@ from pipeline.rehearse.models import build_stand_in
 from pipeline.rehearse.sources import resolve_real_model
 
 SHRUNK = {"num_hidden_layers", "hidden_size", "intermediate_size", "num_attention_heads", "num_key_value_heads",
-          "head_dim", "layer_types", "max_window_layers", "dtype", "torch_dtype", "transformers_version"}
+          "head_dim", "layer_types", "max_window_layers", "dtype", "torch_dtype", "transformers_version",
+          "_name_or_path", "architectures"}  # the shrunk fields, and where it was saved
 
 
 @pytest.fixture(scope="module")
