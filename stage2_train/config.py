@@ -140,7 +140,7 @@ class TrainConfig:
     gpus: PlannedGpus = field(default_factory=PlannedGpus)  # what --dry-run plans for; a run checks those it sees
     scoring_workers: int = 0  # 0 = score in this process (trusted, short outputs: the testbed)
     score_timeout_s: float = 10.0
-    checkpoint_every: int = 20
+    checkpoint_every: int = 20  # 0 = only at the end
     keep_checkpoints: int = 2
     tensorboard: bool = True
     wandb_project: Optional[str] = None
@@ -168,6 +168,8 @@ class TrainConfig:
             raise ValueError("vllm_sleep_level must be 0 (no sleep), 1 or 2")
         if self.tensor_parallel_size < 1:
             raise ValueError("tensor_parallel_size must be ≥ 1")
+        if self.checkpoint_every < 0:
+            raise ValueError("checkpoint_every must be ≥ 0 (0 = a checkpoint at the end only)")
         if self.distributed.param_dtype is not None and self.distributed.strategy is not Strategy.FSDP:
             raise ValueError("distributed.param_dtype is FSDP's mixed precision; set distributed.strategy: fsdp")
 

@@ -136,7 +136,8 @@ def format_plan(cfg: TrainConfig, mc: ModelConfig) -> list[str]:
         f"engine    {cfg.engine.value} {cfg.rollout_dtype or cfg.dtype}, gpu_memory_utilization "
         f"{cfg.gpu_memory_utilization}, tensor_parallel_size {cfg.tensor_parallel_size}, vllm_sleep_level "
         f"{cfg.vllm_sleep_level}",
-        f"outputs   {cfg.out_dir} (checkpoint every {cfg.checkpoint_every} steps, keep {cfg.keep_checkpoints})",
+        f"outputs   {cfg.out_dir} (checkpoint " + (f"every {cfg.checkpoint_every} steps" if cfg.checkpoint_every else
+        "at the end only") + f", keep {cfg.keep_checkpoints})",
     ]
 
 

@@ -135,7 +135,7 @@ def _train(cfg: TrainConfig, d: Dist, resume: bool, echo, progress: bool) -> dic
                 stats.update(evaluator.evaluate(step))
             log.log(step, stats)
             bar.set_postfix(alpha=f"{stats['alpha']:.2f}", acc=f"{stats['accuracy']:.2f}")
-            if step % cfg.checkpoint_every == 0 or step == cfg.steps:
+            if (cfg.checkpoint_every and step % cfg.checkpoint_every == 0) or step == cfg.steps:
                 _checkpoint(run, out, step)
     finally:
         log.close()

@@ -188,3 +188,16 @@ def test_first_update_reuses_its_own_forward_as_old_logprobs(train_config, tmp_p
     first = [r["loss"] for r in read_jsonl(tmp_path / "reuse/metrics.jsonl") if "loss" in r]
     second = [r["loss"] for r in read_jsonl(tmp_path / "apart/metrics.jsonl") if "loss" in r]
     assert first == pytest.approx(second, abs=1e-6)
+
+
+def test_checkpoint_every_0_checkpoints_only_at_the_end(train_config):
+    cfg = train_config(steps=2, checkpoint_every=0, eval=dataclasses.replace(train_config().eval, every=0, problems=None))
+    _run(cfg)
+    out = Path(cfg.out_dir) / "checkpoints"
+    assert sorted(p.name for p in out.glob("step-*")) == ["step-000002"]
+    assert (out / "latest").read_text() == "step-000002"
+
+
+def test_a_negative_checkpoint_every_is_refused(train_config):
+    with pytest.raises(ValueError, match="checkpoint_every"):
+        train_config(checkpoint_every=-1)
