@@ -160,19 +160,30 @@ def micro_batches(lengths: torch.Tensor, size: int) -> list[torch.Tensor]:
 def batched_logprobs(model, batch: Packed, micro_batch_size: int, *, calls: int = 0,
                      skip: torch.Tensor | None = None) -> torch.Tensor:
     """`token_logprobs` over micro-batches (longest rows together, each trimmed to its
-    longest row), without gradients (old and reference log-probs). Rows where `skip` (N,)
+    longest row), without gradients or dropout (old and reference log-probs). Rows where `skip` (N,)
     is true are not computed and come back as zeros, as do the trimmed columns. `calls` >
     the number of micro-batches adds forwards whose output is dropped: an FSDP forward is
     a collective, so every rank must run as many as the busiest rank."""
     n = batch.input_ids.shape[0]
     rows = torch.arange(n) if skip is None else (~skip).nonzero().flatten()
     out = torch.zeros(batch.response_mask.shape, device=batch.input_ids.device)
-    done = 0
-    for part in micro_batches(batch.lengths[rows.to(batch.input_ids.device)], micro_batch_size) if len(rows) else ():
-        idx = rows[part]  # all skipped: no forward
-        logp = token_logprobs(model, batch.select(idx))[0]
-        out[idx.to(out.device), : logp.shape[1]] = logp
-        done += 1
-    for _ in range(done, calls):
-        token_logprobs(model, batch.select(torch.arange(1)))
+    done, training = 0, model.training
+    model.eval()  # π_old and π_ref are the policy itself: no dropout
+    try:
+        for part in micro_batches(batch.lengths[rows.to(batch.input_ids.device)], micro_batch_size) if len(rows) else ():
+            idx = rows[part]  # all skipped: no forward
+            logp = token_logprobs(model, batch.select(idx))[0]
+            out[idx.to(out.device), : logp.shape[1]] = logp
+            done += 1
+        for _ in range(done, calls):
+            token_logprobs(model, batch.select(torch.arange(1)))
+    finally:
+        model.train(training)
     return out
+
+
+def has_dropout(model) -> bool:
+    """Whether training forwards of `model` drop anything (dropout modules or attention dropout)."""
+    config = getattr(model, "config", None)
+    return (any(isinstance(m, torch.nn.Dropout) and m.p > 0 for m in model.modules())
+            or float(getattr(config, "attention_dropout", 0.0) or 0.0) > 0)

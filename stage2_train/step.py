@@ -26,7 +26,7 @@ from pipeline.errors import UserError
 from stage2_train import rl_math
 from stage2_train.distributed import Dist, accumulating, clip_grad_norm
 from stage2_train.groups import BankPrompts, plan_groups
-from stage2_train.policy import Packed, batched_logprobs, micro_batches, pack, token_logprobs
+from stage2_train.policy import Packed, batched_logprobs, has_dropout, micro_batches, pack, token_logprobs
 from stage2_train.rollout import (PromptMismatch, Response, assemble, bank_responses, online_responses, sample_online,
                                   step_seed)
 
@@ -215,8 +215,8 @@ def update(run, collected: Collected, step: int, timer: Timer) -> dict:
     batch = cpu_batch.to(d.device)
     gen = torch.Generator().manual_seed(step_seed(cfg.seed, step, "minibatch"))
     orders = [torch.randperm(collected.total, generator=gen) for _ in range(cfg.ppo_epochs)]  # the same on every rank
-    pending = None
-    if lc.bank_correction is not rl_math.BankCorrection.TRUNCATED_IS:  # its weights need every old log-prob up front
+    pending = None  # truncated IS needs every old log-prob up front; with dropout the training forward is not π_old
+    if lc.bank_correction is not rl_math.BankCorrection.TRUNCATED_IS and not has_dropout(run.model):
         pending = _first_update_rows(orders[0][: cfg.mini_batch_size], collected.offset, n)
     calls = old_calls = 0  # under FSDP every rank runs as many forwards as the busiest one
     if d.fsdp:

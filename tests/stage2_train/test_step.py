@@ -162,3 +162,32 @@ def test_batched_logprobs_equal_the_full_width_forward(tiny_model):
     got = batched_logprobs(tiny_model, batch, 2)
     torch.testing.assert_close(got * batch.response_mask, want, rtol=0, atol=2e-6)
     assert float(got[4, 5:].abs().sum()) == 0.0  # the shortest row, alone in its micro-batch: trimmed columns are 0
+
+
+def test_old_and_reference_passes_run_without_dropout(char_tokenizer):
+    """LoRA dropout > 0: the no-grad passes are the policy itself (eval mode), the same on
+    every call, and the model comes back in train mode."""
+    from peft import LoraConfig, get_peft_model
+
+    from pipeline.testbed.model import ModelShape, build_model
+    from stage2_train.policy import has_dropout
+    from stage2_train.rollout import Response
+
+    plain = build_model(ModelShape(layers=1, hidden=64), char_tokenizer, seed=0)
+    assert not has_dropout(plain)
+    model = get_peft_model(plain, LoraConfig(r=4, lora_alpha=8, lora_dropout=0.5, target_modules=["q_proj", "v_proj"]))
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "lora_B" in name:
+                p.fill_(0.3)  # a trained adapter: dropout on its input changes the output
+    assert has_dropout(model)
+    gen = torch.Generator().manual_seed(0)
+    batch = pack([Response(0, (1, 5, 6, 7), tuple(torch.randint(4, 100, (9,), generator=gen).tolist()), "", 0.0,
+                           False, False, False)] * 3, 0)
+    model.train()
+    a, b = batched_logprobs(model, batch, 2), batched_logprobs(model, batch, 2)
+    assert model.training and torch.equal(a, b)
+    model.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(a * batch.response_mask, token_logprobs(model, batch)[0] * batch.response_mask,
+                                   rtol=0, atol=2e-6)
