@@ -14,7 +14,7 @@ import numpy as np
 from pipeline.data import Problem
 from pipeline.engines import Engine, SamplingParams
 from pipeline.passk import mean_pass_at_k
-from pipeline.prompts import render_problems
+from pipeline.prompts import encode_prompts, render_problems
 from pipeline.verifier import Score, score_response
 
 Scorer = Callable[[Sequence[str], Sequence[str]], list[Score]]
@@ -35,7 +35,7 @@ def correct_counts(engine: Engine, tokenizer, problems: Sequence[Problem], param
                    template: str, scorer: Scorer = score_in_process) -> np.ndarray:
     """Number of correct responses among `params.n` samples, per problem."""
     texts = render_problems(tokenizer, problems, template=template)
-    prompt_ids = tokenizer(texts, add_special_tokens=True)["input_ids"]
+    prompt_ids = encode_prompts(tokenizer, texts, template=template)
     groups = engine.generate(prompt_ids, params)
     responses = [c.text for group in groups for c in group]
     golds = [p.answer for p in problems for _ in range(params.n)]

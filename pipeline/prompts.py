@@ -3,7 +3,11 @@
 The explorer's bank stores prompt token ids, and the learner later scores bank
 responses against its own prompts, so both must render a question to exactly the
 same text. Everything goes through `render_prompt`; `template_fingerprint` hashes
-what it produces so a bank built with another template can be refused.
+what it produces so a bank built with another template can be refused. Rendered
+prompts become token ids one way only, `encode_prompts`: chat-template text is
+encoded without adding special tokens (the template wrote them: a Llama-style
+`{{ bos_token }}` would otherwise come out twice), format-template text with the
+tokenizer's own (its BOS, if it adds one) unless the text already begins with it.
 
 Templates (the `template` argument):
 - `"auto"`  — the tokenizer's chat template when it has one, else `DEFAULT_PLAIN_TEMPLATE`;
@@ -29,7 +33,7 @@ import enum
 import hashlib
 import json
 import string
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -118,6 +122,23 @@ def render_problems(tokenizer: Any, problems: Iterable[Any], *, template: str = 
     """
     resolved = resolve_template(tokenizer, template)
     return [_render(tokenizer, resolved, p.question, p.system) for p in problems]
+
+
+def encode_prompts(tokenizer: Any, texts: Sequence[str], *, template: str = "auto") -> list[list[int]]:
+    """Token ids of prompts that `render_prompts(..., template=template)` rendered: the one
+    way explore, train and evaluate tokenise prompts (module docstring: which special
+    tokens are added). Encodes in at most two batched tokenizer calls, order kept."""
+    add = resolve_template(tokenizer, template).kind is TemplateKind.FORMAT
+    bos = getattr(tokenizer, "bos_token", None) if add else None
+    adds = [add and not (bos and text.startswith(bos)) for text in texts]
+    out: list[list[int]] = [[] for _ in texts]
+    for flag in (True, False):
+        picked = [i for i, a in enumerate(adds) if a is flag]
+        if picked:
+            ids = tokenizer([texts[i] for i in picked], add_special_tokens=flag)["input_ids"]
+            for i, row in zip(picked, ids):
+                out[i] = list(row)
+    return out
 
 
 def template_fingerprint(tokenizer: Any, template: str, *, system: str | None = None) -> str:

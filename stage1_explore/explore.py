@@ -133,7 +133,7 @@ def make_engine(cfg: ExploreConfig, tokenizer, stop_token_ids) -> Engine:
 def _fill(cfg: ExploreConfig, jobs: list[Job], engine: Engine, tokenizer, writer: BankWriter, *, echo) -> dict:
     from tqdm import tqdm
 
-    from pipeline.prompts import render_problems
+    from pipeline.prompts import encode_prompts, render_problems
     from pipeline.scoring_pool import ScoringPool
 
     total = sum(len(j.sample_indices) for j in jobs)
@@ -144,7 +144,7 @@ def _fill(cfg: ExploreConfig, jobs: list[Job], engine: Engine, tokenizer, writer
         for first in range(0, len(jobs), cfg.prompts_per_shard):
             chunk = jobs[first : first + cfg.prompts_per_shard]
             texts = render_problems(tokenizer, [j.problem for j in chunk], template=cfg.template)
-            prompt_ids = tokenizer(texts, add_special_tokens=True)["input_ids"]
+            prompt_ids = encode_prompts(tokenizer, texts, template=cfg.template)
             records = _sample_and_score(cfg, chunk, texts, prompt_ids, engine, pool)
             shards.submit(records)
             tokens += sum(r.response_length for r in records)

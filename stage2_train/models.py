@@ -147,7 +147,13 @@ class _ColocatedVLLM:
 
 def merged_state_dict(model, *, dtype: str | None = None) -> dict:
     """The learner's whole weights under the base model's parameter names (LoRA merged in,
-    FSDP shards gathered: every rank must call it), optionally cast to `dtype`."""
+    FSDP shards gathered: every rank must call it), optionally cast to `dtype`.
+
+    LoRA is merged out of place: an adapted weight comes back as a new tensor W + ΔW (the
+    value peft's `merge_adapter` would write), every other weight as the model's own
+    tensor. The base weights, which are also the KL reference, are never written (an
+    in-place merge and unmerge in bf16 does not give W back), and no copy of the whole
+    model is made."""
     import torch
 
     from stage2_train.distributed import full_tensor
@@ -155,14 +161,29 @@ def merged_state_dict(model, *, dtype: str | None = None) -> dict:
     cast = (lambda t: t) if dtype is None else (lambda t: t.to(getattr(torch, dtype)))
     if not hasattr(model, "peft_config"):
         return {k: cast(full_tensor(v.detach())) for k, v in model.state_dict().items()}
+    from peft.tuners.lora import LoraLayer
+
+    base = model.get_base_model()
     with torch.no_grad():
-        model.merge_adapter()
-        try:
-            base = model.get_base_model()
-            return {k.replace(".base_layer", ""): cast(v.detach().clone()) for k, v in base.state_dict().items()
-                    if "lora_" not in k}
-        finally:
-            model.unmerge_adapter()
+        merged = {f"{name}.base_layer.weight": _merged_weight(module) for name, module in base.named_modules()
+                  if isinstance(module, LoraLayer)}
+        return {k.replace(".base_layer", ""): cast(merged[k] if k in merged else v.detach())
+                for k, v in base.state_dict().items() if "lora_" not in k}
+
+
+def _merged_weight(layer):
+    """W + Σ ΔW of a peft LoRA layer's active adapters, in a new tensor (W untouched)."""
+    weight = layer.get_base_layer().weight.detach()
+    if layer.merged or layer.disable_adapters:  # already in W, or switched off
+        return weight
+    out = None
+    for adapter in layer.active_adapters:
+        if adapter in layer.lora_A:
+            if adapter in getattr(layer, "lora_variant", {}) or layer.lora_bias.get(adapter, False):
+                raise RuntimeError(f"LoRA adapter {adapter!r}: only plain LoRA (no DoRA, no lora_bias) is synced")
+            out = weight.clone() if out is None else out
+            out += layer.get_delta_weight(adapter)  # in place, as peft merges: one rounding (the delta may be fp32)
+    return weight if out is None else out
 
 
 def make_scorer(cfg):
@@ -171,8 +192,9 @@ def make_scorer(cfg):
     return ScoringPool(cfg.scoring_workers, timeout_s=cfg.score_timeout_s).score
 
 
-# what stage 2 reads of a bank row (stage2_train.rollout.bank_responses); the prompt comes from the learner's tokenizer
-BANK_COLUMNS = ("response", "response_token_ids", "logprobs", "reward", "correct", "finish_reason")
+# what stage 2 reads of a bank row (stage2_train.rollout.bank_responses); the prompt comes from the learner's
+# tokenizer, and the row's stored prompt ids must equal it
+BANK_COLUMNS = ("prompt_token_ids", "response", "response_token_ids", "logprobs", "reward", "correct", "finish_reason")
 
 
 def open_bank_for(cfg, tokenizer, problems, scorer, *, echo=print):

@@ -1,8 +1,10 @@
 """The learner's side of the loss: packing responses into tensors and per-token log-probs.
 
-Layout: each row is prompt + response, right padded to the batch's longest row.
-Targets are shifted by one, so every (N, L−1) tensor here is aligned with the token it
-scores: `response_mask[i, t]` is 1 when token t+1 of row i is a response token.
+Layout: each row is prompt + response, right padded to the batch's longest row; a
+selection of rows (`Packed.select`, a micro-batch) is trimmed to its own longest row, so
+no forward runs over columns that are padding in every one of its rows. Targets are
+shifted by one, so every (N, W−1) tensor here is aligned with the token it scores:
+`response_mask[i, t]` is 1 when token t+1 of row i is a response token.
 Log-probs are exact log-softmax values in float32 (`logsumexp` per position, so no
 (B, L, V) log-softmax copy is kept beyond one micro-batch).
 """
@@ -25,9 +27,18 @@ class Packed:
     explorer_logprobs: torch.Tensor  # (N, L−1) float, 0 where unknown
     from_bank: torch.Tensor  # (N,) bool
 
+    @property
+    def lengths(self) -> torch.Tensor:
+        """(N,) prompt + response tokens per row (rows are right padded)."""
+        return self.attention_mask.sum(dim=1)
+
     def select(self, index: torch.Tensor) -> "Packed":
-        return Packed(self.input_ids[index], self.attention_mask[index], self.response_mask[index],
-                      self.explorer_logprobs[index], self.from_bank[index])
+        """Rows `index`, trimmed to the longest of them: the columns cut are padding in
+        every selected row, so each row's log-probs are the untrimmed ones."""
+        ids, attn = self.input_ids[index], self.attention_mask[index]
+        width = max(int(attn.sum(dim=1).max()), 2) if len(index) else ids.shape[1]
+        return Packed(ids[:, :width], attn[:, :width], self.response_mask[index][:, : width - 1],
+                      self.explorer_logprobs[index][:, : width - 1], self.from_bank[index])
 
     def to(self, device) -> "Packed":
         return Packed(self.input_ids.to(device), self.attention_mask.to(device), self.response_mask.to(device),
@@ -133,20 +144,46 @@ class SelectiveLogSoftmax(torch.autograd.Function):
         return out, None
 
 
+def micro_batches(lengths: torch.Tensor, size: int) -> list[torch.Tensor]:
+    """Row indices (into `lengths`) of micro-batches of at most `size` rows. One micro-batch
+    keeps the rows in order; several take the rows longest first (stable), so each one,
+    trimmed to its longest row, pads as little as it can. The loss normaliser is the
+    mini-batch's, so the grouping does not change the update (only float summation order)."""
+    n = len(lengths)
+    if n <= size:
+        return [torch.arange(n)]
+    order = torch.sort(lengths.cpu(), descending=True, stable=True).indices
+    return list(order.split(size))
+
+
 @torch.no_grad()
 def batched_logprobs(model, batch: Packed, micro_batch_size: int, *, calls: int = 0,
                      skip: torch.Tensor | None = None) -> torch.Tensor:
-    """`token_logprobs` over micro-batches, without gradients (old and reference log-probs).
-    Rows where `skip` (N,) is true are not computed and come back as zeros. `calls` > the
-    number of micro-batches adds forwards whose output is dropped: an FSDP forward is a
-    collective, so every rank must run as many as the busiest rank."""
+    """`token_logprobs` over micro-batches (longest rows together, each trimmed to its
+    longest row), without gradients or dropout (old and reference log-probs). Rows where `skip` (N,)
+    is true are not computed and come back as zeros, as do the trimmed columns. `calls` >
+    the number of micro-batches adds forwards whose output is dropped: an FSDP forward is
+    a collective, so every rank must run as many as the busiest rank."""
     n = batch.input_ids.shape[0]
     rows = torch.arange(n) if skip is None else (~skip).nonzero().flatten()
     out = torch.zeros(batch.response_mask.shape, device=batch.input_ids.device)
-    done = 0
-    for idx in rows.split(micro_batch_size) if len(rows) else ():  # all skipped: no forward
-        out[idx.to(out.device)] = token_logprobs(model, batch.select(idx))[0]
-        done += 1
-    for _ in range(done, calls):
-        token_logprobs(model, batch.select(torch.arange(1)))
+    done, training = 0, model.training
+    model.eval()  # π_old and π_ref are the policy itself: no dropout
+    try:
+        for part in micro_batches(batch.lengths[rows.to(batch.input_ids.device)], micro_batch_size) if len(rows) else ():
+            idx = rows[part]  # all skipped: no forward
+            logp = token_logprobs(model, batch.select(idx))[0]
+            out[idx.to(out.device), : logp.shape[1]] = logp
+            done += 1
+        for _ in range(done, calls):
+            token_logprobs(model, batch.select(torch.arange(1)))
+    finally:
+        model.train(training)
     return out
+
+
+def has_dropout(model) -> bool:
+    """Whether training forwards of `model` drop anything (dropout modules or attention dropout)."""
+    config = getattr(model, "config", None)
+    return (any(isinstance(m, torch.nn.Dropout) and m.p > 0 for m in model.modules())
+            or float(getattr(config, "attention_dropout", 0.0) or 0.0) > 0)

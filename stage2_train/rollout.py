@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from pipeline.engines import Engine, SamplingParams
+from pipeline.errors import UserError
 from pipeline.rewards import TruncatedReward, apply_truncated_reward
 
 
@@ -69,16 +70,37 @@ def online_responses(completions: list[list], prompt_ids, golds: Sequence[str], 
     return out
 
 
-def bank_responses(reader, rows: Sequence[np.ndarray], prompt_ids, golds: Sequence[str], *,
-                   rescore=None, truncated_reward: TruncatedReward = TruncatedReward.VERIFY) -> list[list[Response]]:
-    """Read the planned bank rows; `rescore` (a scorer) replaces the cached rewards when the
-    bank was filled by a different verifier version (or zeroed truncated rows this run
-    verifies); then truncated rows are rewarded as `truncated_reward` says."""
+class PromptMismatch(UserError):
+    """A bank row's stored prompt ids are not the learner's ids of that prompt."""
+
+
+def check_prompt_ids(stored: Sequence[int], mine: Sequence[int], *, prompt: str, row: int, bank: str) -> None:
+    """Refuse, in one line naming the prompt, a bank row whose prompt ids differ from the
+    learner's: its response would be scored and trained after another context."""
+    stored, mine = list(stored), list(mine)
+    if stored == mine:
+        return
+    at = next((i for i, (a, b) in enumerate(zip(stored, mine)) if a != b), min(len(stored), len(mine)))
+    raise PromptMismatch(f"{bank}: row {row} (prompt {prompt}) stores {len(stored)} prompt token ids, the learner "
+                         f"encodes {len(mine)}, first difference at token {at} (bank {stored[at:at + 3]}, learner "
+                         f"{mine[at:at + 3]}); the bank was tokenised differently: re-run `s2lpo explore` with the "
+                         "learner's tokenizer and template")
+
+
+def bank_responses(reader, rows: Sequence[np.ndarray], prompt_ids, golds: Sequence[str], *, names: Sequence[str],
+                   bank: str = "bank", rescore=None,
+                   truncated_reward: TruncatedReward = TruncatedReward.VERIFY) -> list[list[Response]]:
+    """Read the planned bank rows, refusing one whose stored prompt ids are not `prompt_ids`
+    (`names`: the prompts' ids, for the message); `rescore` (a scorer) replaces the cached
+    rewards when the bank was filled by a different verifier version (or zeroed truncated
+    rows this run verifies); then truncated rows are rewarded as `truncated_reward` says."""
     flat = [(p, int(r)) for p, rs in enumerate(rows) for r in rs]
     out: list[list[Response]] = [[] for _ in rows]
     if not flat:
         return out
     table = reader.read([r for _, r in flat]).to_pydict()
+    for k, (p, r) in enumerate(flat):
+        check_prompt_ids(table["prompt_token_ids"][k], prompt_ids[p], prompt=names[p], row=r, bank=bank)
     rewards, correct = table["reward"], table["correct"]
     if rescore is not None:
         scores = rescore(table["response"], [golds[p] for p, _ in flat])

@@ -26,8 +26,9 @@ from pipeline.errors import UserError
 from stage2_train import rl_math
 from stage2_train.distributed import Dist, accumulating, clip_grad_norm
 from stage2_train.groups import BankPrompts, plan_groups
-from stage2_train.policy import Packed, batched_logprobs, pack, token_logprobs
-from stage2_train.rollout import Response, assemble, bank_responses, online_responses, sample_online, step_seed
+from stage2_train.policy import Packed, batched_logprobs, has_dropout, micro_batches, pack, token_logprobs
+from stage2_train.rollout import (PromptMismatch, Response, assemble, bank_responses, online_responses, sample_online,
+                                  step_seed)
 
 
 class TrainingDiverged(UserError):
@@ -92,8 +93,17 @@ def collect(run, step: int, prompts: list[int], *, alpha: float, group_size: int
         with timer("score"):
             online = online_responses(completions, ids, golds, run.scorer, truncated_reward=cfg.truncated_reward)
     with timer("bank"):
-        bank = bank_responses(run.reader, bank_rows, ids, golds, rescore=run.bank_rescorer,
-                              truncated_reward=cfg.truncated_reward)
+        mismatch = None
+        try:
+            bank = bank_responses(run.reader, bank_rows, ids, golds, names=[pids[i] for i in mine],
+                                  bank=str(cfg.bank), rescore=run.bank_rescorer,
+                                  truncated_reward=cfg.truncated_reward)
+        except PromptMismatch as exc:  # every rank stops, not only the one that read the row
+            mismatch = exc
+        if d.any(mismatch is not None):
+            raise mismatch or PromptMismatch(f"{cfg.bank}: a bank row read on another rank stores other prompt "
+                                             "ids than the learner's; re-run `s2lpo explore` with the learner's "
+                                             "tokenizer and template")
     tokens = sum(len(r.token_ids) for grp in online for r in grp)
     tokens = int(d.sum(tokens if d.generation_leader else 0))
     groups = assemble(bank, online, keep_online=keep_online, group_size=g)
@@ -114,29 +124,81 @@ def sampling(cfg, step: int, phase: str = "", *, group: int = 0) -> SamplingPara
                           max_new_tokens=cfg.max_new_tokens, seed=step_seed(cfg.seed, step, purpose))
 
 
+class OldLogprobs:
+    """π_old of the step's rows (N, W−1): their one owner.
+
+    `compute` runs the no-grad pass over every row but `pending` ones. A pending row is in
+    the step's first mini-batch: its first training forward runs before any optimizer step,
+    so that forward, detached, is its old log-prob exactly; `take` caches it then, and
+    every later epoch reads the cached value (so later epochs clip against π_old, not
+    against the moving policy). A pending row asked for after the weights moved is a bug."""
+
+    def __init__(self, values: torch.Tensor, pending: torch.Tensor | None = None) -> None:
+        self.values = values
+        self.pending = None if pending is None or not pending.any() else pending.to(values.device).clone()
+        self.moved = False
+
+    @classmethod
+    def compute(cls, model, batch: Packed, micro_batch_size: int, *, pending: torch.Tensor | None = None,
+                calls: int = 0) -> "OldLogprobs":
+        values = batched_logprobs(model, batch, micro_batch_size, skip=pending, calls=calls)
+        return cls(values, pending)
+
+    def full(self) -> torch.Tensor:
+        """Every row's old log-probs (none may be pending)."""
+        if self.pending is not None:
+            raise RuntimeError("old log-probs of the first mini-batch are not computed yet")
+        return self.values
+
+    def take(self, rows: torch.Tensor, logp: torch.Tensor) -> torch.Tensor:
+        """Old log-probs of local `rows`, aligned with this forward's `logp` (n, w); pending
+        rows take `logp` detached and keep it."""
+        rows = rows.to(self.values.device)
+        width = logp.shape[1]
+        if self.pending is None or not self.pending[rows].any():
+            return self.values[rows, :width]
+        if self.moved:
+            raise RuntimeError("old log-probs of a first-mini-batch row were asked for after an optimizer step")
+        fresh = self.pending[rows]
+        self.values[rows[fresh], :width] = logp.detach()[fresh]
+        self.pending[rows[fresh]] = False
+        if not self.pending.any():
+            self.pending = None
+        return self.values[rows, :width]
+
+    def weights_moved(self) -> None:
+        self.moved = True
+
+
 @dataclass(frozen=True)
 class LossInputs:
-    """Per-response inputs of the loss, row-aligned with `batch` (None = not used)."""
+    """Per-response inputs of the loss, row-aligned with `batch` (None = not used).
+    `rows` are the rows' indices in the step's batch (what `old` is indexed by);
+    `old` None means this forward's own log-probs (the zero-weight filler)."""
 
     batch: Packed
-    old: torch.Tensor
+    rows: torch.Tensor
+    old: OldLogprobs | None
     adv: torch.Tensor
     ref: torch.Tensor | None = None
     weights: torch.Tensor | None = None
     shaped: torch.Tensor | None = None
-    fresh: torch.Tensor | None = None  # (N,) bool: old log-prob = this forward's, detached (first update)
 
     def select(self, index: torch.Tensor) -> "LossInputs":
-        def pick(t):
-            return None if t is None else t[index]
+        """Rows `index`, every (n, W−1) tensor trimmed with the batch to their longest row."""
+        batch = self.batch.select(index)
+        width = batch.response_mask.shape[1]
 
-        return LossInputs(self.batch.select(index), self.old[index], self.adv[index], pick(self.ref),
-                          pick(self.weights), pick(self.shaped), pick(self.fresh))
+        def pick(t):
+            return None if t is None else t[index.to(t.device)][:, :width]
+
+        return LossInputs(batch, self.rows[index], self.old, self.adv[index.to(self.adv.device)], pick(self.ref),
+                          pick(self.weights), pick(self.shaped))
 
     def zero_weight(self) -> "LossInputs":
         """The first row with its response mask zeroed: a micro-batch that adds nothing."""
         one = self.select(torch.arange(1))
-        return dataclasses.replace(one, batch=dataclasses.replace(
+        return dataclasses.replace(one, old=None, batch=dataclasses.replace(
             one.batch, response_mask=torch.zeros_like(one.batch.response_mask)))
 
 
@@ -154,23 +216,23 @@ def update(run, collected: Collected, step: int, timer: Timer) -> dict:
     batch = cpu_batch.to(d.device)
     gen = torch.Generator().manual_seed(step_seed(cfg.seed, step, "minibatch"))
     orders = [torch.randperm(collected.total, generator=gen) for _ in range(cfg.ppo_epochs)]  # the same on every rank
-    fresh = None
-    if lc.bank_correction is not rl_math.BankCorrection.TRUNCATED_IS:  # its weights need every old log-prob up front
-        fresh = _first_update_rows(orders[0][: cfg.mini_batch_size], collected.offset, n)
+    pending = None  # truncated IS needs every old log-prob up front; with dropout the training forward is not π_old
+    if lc.bank_correction is not rl_math.BankCorrection.TRUNCATED_IS and not has_dropout(run.model):
+        pending = _first_update_rows(orders[0][: cfg.mini_batch_size], collected.offset, n)
     calls = old_calls = 0  # under FSDP every rank runs as many forwards as the busiest one
     if d.fsdp:
         calls = d.max(math.ceil(n / cfg.micro_batch_size))
-        old_calls = d.max(math.ceil((n if fresh is None else int((~fresh).sum())) / cfg.micro_batch_size))
+        old_calls = d.max(math.ceil((n if pending is None else int((~pending).sum())) / cfg.micro_batch_size))
     with timer("logprobs"):
-        old = batched_logprobs(run.model, batch, cfg.micro_batch_size, skip=fresh, calls=old_calls)
+        old = OldLogprobs.compute(run.model, batch, cfg.micro_batch_size, pending=pending, calls=old_calls)
         ref = run.reference_logprobs(batch, calls) if lc.kl_coef > 0 else None
     weights = shaped = None
     if lc.bank_correction is rl_math.BankCorrection.TRUNCATED_IS:
-        weights = rl_math.compute_truncated_is_weights(old, batch.explorer_logprobs, batch.from_bank, cap=lc.is_cap)
+        weights = rl_math.compute_truncated_is_weights(old.full(), batch.explorer_logprobs, batch.from_bank,
+                                                       cap=lc.is_cap)
     elif lc.bank_correction is rl_math.BankCorrection.LUFFY:
         shaped = batch.from_bank.unsqueeze(1).expand_as(batch.response_mask) & (batch.response_mask > 0)
-    inputs = LossInputs(batch, old, adv.to(d.device), ref, weights, shaped,
-                        None if fresh is None else fresh.to(d.device))
+    inputs = LossInputs(batch, torch.arange(n), old, adv.to(d.device), ref, weights, shaped)
     sums: dict[str, float] = defaultdict(float)
     for order in orders:
         for mini in order.split(cfg.mini_batch_size):
@@ -187,7 +249,8 @@ def _local_rows(rows: torch.Tensor, offset: int, n: int) -> torch.Tensor:
 def _first_update_rows(first: torch.Tensor, offset: int, n: int) -> torch.Tensor:
     """(n,) bool: this rank's rows in the step's first mini-batch. Their old log-probs are
     the first update's own forward, detached (the weights have not moved yet), so the
-    no-grad pass skips them: exact, and on CPU bit-identical to computing them apart."""
+    no-grad pass skips them (`OldLogprobs` caches that forward for later epochs): exact,
+    and on CPU bit-identical to computing them apart."""
     fresh = torch.zeros(n, dtype=torch.bool)
     fresh[_local_rows(first, offset, n)] = True
     return fresh
@@ -216,7 +279,7 @@ def _optimizer_step(run, inputs: LossInputs, filler: LossInputs, rows: int, sums
                                               max_len=cfg.max_new_tokens)
     else:
         norm = rl_math.loss_normaliser(mask, lc.aggregation, max_len=cfg.max_new_tokens)
-    micros = list(torch.arange(mask.shape[0]).split(cfg.micro_batch_size))
+    micros = micro_batches(inputs.batch.lengths, cfg.micro_batch_size)
     calls, bad = d.max(len(micros)), None  # DDP syncs on every rank's last backward, FSDP on each
     with timer("backward"):  # forward + backward of the loss
         for i in range(calls):
@@ -238,6 +301,7 @@ def _optimizer_step(run, inputs: LossInputs, filler: LossInputs, rows: int, sums
                                    f"{run.last_checkpoint_note()}")
         run.optimizer.step()
         run.optimizer.zero_grad(set_to_none=True)
+    inputs.old.weights_moved()
     sums["grad_norm"] += float(grad_norm)
     sums["updates"] += 1
 
@@ -247,7 +311,7 @@ def _micro_loss(run, part: LossInputs, norm: float, sums: dict) -> torch.Tensor:
     lc = run.cfg.loss
     m = part.batch.response_mask
     logp, entropy = token_logprobs(run.train_model, part.batch, with_entropy=True)
-    old = part.old if part.fresh is None else torch.where(part.fresh.unsqueeze(1), logp.detach(), part.old)
+    old = logp.detach() if part.old is None else part.old.take(part.rows, logp)
     pl = rl_math.compute_policy_loss(logp, old, part.adv, m, clip_low=lc.clip_low, clip_high=lc.clip_high,
                                      dual_clip=lc.dual_clip, token_weights=part.weights, shaped=part.shaped,
                                      shaping_gamma=lc.luffy_gamma)

@@ -327,6 +327,20 @@ def _write_outputs(run: Run, out: Path, model_state: dict | None) -> dict:
     return summary
 
 
+def _check_bank_prompts(run: Run) -> None:
+    """The first bank row of the first training prompt the bank holds: a bank whose prompts
+    were tokenised another way is refused before the run writes anything (each step then
+    checks the rows it draws)."""
+    from stage2_train.rollout import check_prompt_ids
+
+    for problem, ids in zip(run.problems, run.prompt_token_ids):
+        rows = run.pool.get(problem.id)
+        if rows is not None and len(rows):
+            stored = run.reader.read([int(rows[0])]).column("prompt_token_ids").to_pylist()[0]
+            check_prompt_ids(stored, ids, prompt=problem.id, row=int(rows[0]), bank=str(run.cfg.bank))
+            return
+
+
 def setup(cfg: TrainConfig, d: Dist = Dist(), *, echo=print) -> Run:
     from stage2_train.models import build_engine, load_learner, make_scorer, open_bank_for
 
@@ -337,10 +351,10 @@ def setup(cfg: TrainConfig, d: Dist = Dist(), *, echo=print) -> Run:
                              answer_field=cfg.answer_field, id_field=cfg.id_field, limit=cfg.limit)
     torch.manual_seed(cfg.seed)
     tokenizer, model, ref_model = load_learner(cfg)
-    from pipeline.prompts import render_problems
+    from pipeline.prompts import encode_prompts, render_problems
 
     texts = render_problems(tokenizer, problems, template=cfg.template)
-    prompt_token_ids = tokenizer(texts, add_special_tokens=True)["input_ids"]
+    prompt_token_ids = encode_prompts(tokenizer, texts, template=cfg.template)
     if cfg.gradient_checkpointing:  # keeps one block's activations instead of all of them
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     ds = cfg.distributed
@@ -353,6 +367,7 @@ def setup(cfg: TrainConfig, d: Dist = Dist(), *, echo=print) -> Run:
     if cfg.uses_bank or cfg.bank_pass_band is not None:
         run.reader, run.bank_rescorer = open_bank_for(cfg, tokenizer, problems, run.scorer, echo=echo)
         run.pool = eligible_pool(run.reader.pool, run.reader.correct, cfg.bank_rows)
+        _check_bank_prompts(run)
     if cfg.bank_pass_band is not None:
         from stage2_train.difficulty import apply_pass_band
 

@@ -150,11 +150,11 @@ def sample_benchmark(engine, tokenizer, bench: Benchmark, cfg: EvaluateConfig, *
                      on_samples: Callable[[int], object] = lambda k: None) -> list[ProblemResult]:
     """`cfg.samples` scored responses for every problem of `bench`, in calls of about
     `cfg.batch_size` sequences."""
-    from pipeline.prompts import render_problems
+    from pipeline.prompts import encode_prompts, render_problems
 
     problems = list(bench.problems)
     texts = render_problems(tokenizer, problems, template=cfg.template)
-    prompt_ids = tokenizer(texts, add_special_tokens=True)["input_ids"]
+    prompt_ids = encode_prompts(tokenizer, texts, template=cfg.template)
     per_call = max(1, cfg.batch_size // cfg.samples)
     out: list[ProblemResult] = []
     for first in range(0, len(problems), per_call):

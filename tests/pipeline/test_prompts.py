@@ -173,3 +173,50 @@ def test_fingerprint_sees_special_tokens_the_chat_template_inserts():
     with_s, with_bos = _char_tokenizer(template), _char_tokenizer(template, bos="<bos>")
     assert render_prompt(with_bos, "q").startswith("<bos>[user]q")
     assert template_fingerprint(with_s, "chat") != template_fingerprint(with_bos, "chat")
+
+
+def _llama_style(chat_template: str | None):
+    """A char tokenizer that, like Llama's, prepends its BOS to every encoded text."""
+    from tokenizers import processors
+
+    tok = _char_tokenizer(chat_template)
+    tok.backend_tokenizer.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", 1)])
+    return tok
+
+
+BOS_CHAT = "{{ bos_token }}" + NO_THINKING
+
+
+def test_chat_prompts_written_with_a_bos_are_encoded_with_one():
+    from pipeline.prompts import encode_prompts
+
+    tok = _llama_style(BOS_CHAT)
+    texts = render_prompts(tok, ["1+1", "2+2"], template="chat")
+    assert texts[0] == "<s>[user]1+1\n[assistant]"
+    assert tok(texts[0], add_special_tokens=True)["input_ids"][:2] == [1, 1]  # the double BOS this avoids
+    ids = encode_prompts(tok, texts, template="chat")
+    assert [row[:2] for row in ids] == [[1, tok.convert_tokens_to_ids("[")]] * 2
+    assert ids == tok(texts, add_special_tokens=False)["input_ids"]  # as apply_chat_template(tokenize=True)
+
+
+def test_format_prompts_get_the_tokenizers_bos_once():
+    from pipeline.prompts import encode_prompts
+
+    tok = _llama_style(None)
+    ids = encode_prompts(tok, ["7=", "<s>8="], template="{question}=")
+    assert ids == [[1, tok.convert_tokens_to_ids("7"), tok.convert_tokens_to_ids("=")],
+                   [1, tok.convert_tokens_to_ids("8"), tok.convert_tokens_to_ids("=")]]
+    plain = _char_tokenizer()  # adds no special tokens: the ids are the text's
+    assert encode_prompts(plain, ["7="], template="{question}=") == [[plain.convert_tokens_to_ids("7"),
+                                                                      plain.convert_tokens_to_ids("=")]]
+
+
+def test_qwen3_chat_prompts_encode_as_before(qwen3_tokenizer_dir):
+    from transformers import AutoTokenizer
+
+    from pipeline.prompts import encode_prompts
+
+    tok = AutoTokenizer.from_pretrained(qwen3_tokenizer_dir)
+    texts = render_prompts(tok, ["What is 2+3?"], template="chat")
+    assert encode_prompts(tok, texts, template="chat") == tok(texts, add_special_tokens=True)["input_ids"]
+    assert encode_prompts(tok, texts, template="chat")[0][0] == 151644  # <|im_start|>, no BOS

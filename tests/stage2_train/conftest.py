@@ -13,12 +13,14 @@ TEMPLATE = "{question}="
 
 
 def write_bank(path, problems, tokenizer, *, per_prompt: int = 4, tokenizer_fp: str | None = None,
-               right=lambda prompt, sample: sample % 2 == 0, identity_changes: dict | None = None) -> None:
-    """`right(i, s)`: whether sample s of the i-th prompt is correct (default: every other one)."""
+               right=lambda prompt, sample: sample % 2 == 0, identity_changes: dict | None = None,
+               edit_prompt_ids=None) -> None:
+    """`right(i, s)`: whether sample s of the i-th prompt is correct (default: every other one);
+    `edit_prompt_ids(problem, ids)`, if given, replaces the prompt ids the bank stores."""
     from pipeline.bank.schema import BankRecord, records_to_table
     from pipeline.bank.store import BankWriter
     from pipeline.models import tokenizer_fingerprint
-    from pipeline.prompts import template_fingerprint
+    from pipeline.prompts import encode_prompts, template_fingerprint
     from pipeline.testbed import task
     from pipeline.verifier import VERIFIER_NAME, VERIFIER_VERSION
 
@@ -32,7 +34,9 @@ def write_bank(path, problems, tokenizer, *, per_prompt: int = 4, tokenizer_fp: 
     for i, p in enumerate(problems):
         nums = tuple(int(x) for x in p.question.split("+"))
         prompt = TEMPLATE.format(question=p.question)
-        prompt_ids = tokenizer(prompt, add_special_tokens=True)["input_ids"]
+        prompt_ids = encode_prompts(tokenizer, [prompt], template=TEMPLATE)[0]
+        if edit_prompt_ids is not None:
+            prompt_ids = edit_prompt_ids(p, prompt_ids)
         for s in range(per_prompt):
             ok = right(i, s)
             text = task.solution(nums, s, offset=0 if ok else 10)

@@ -48,7 +48,7 @@ def _bank(path, tokenizer, *, truncated_reward: str):
 ])
 def test_bank_rows_follow_the_runs_truncated_reward(tmp_path, char_tokenizer, policy, bank, rescore, rewards):
     reader = _bank(tmp_path / "bank", char_tokenizer, truncated_reward=bank)
-    (group,) = bank_responses(reader, [np.array([0, 1])], [[1]], ["51"], rescore=scorer if rescore else None,
+    (group,) = bank_responses(reader, [np.array([0, 1])], [[1]], ["51"], names=["p"], rescore=scorer if rescore else None,
                               truncated_reward=policy)
     assert [r.reward for r in group] == rewards and [r.truncated for r in group] == [True, False]
 
