@@ -38,6 +38,7 @@ def test_the_qwen3_8b_recipe_rehearses_end_to_end(qwen3_tokenizer_dir, tmp_path)
     # step 1 drew the whole group from the bank, steps 2-3 were online, 3 resumed from 2's checkpoint
     assert "step 1: G_w 4 from the bank, G_s 0 online" in report
     assert "step 2: G_w 0 from the bank, G_s 4 online" in report and "step 3: G_w 0" in report
+    assert "resuming from" in report and "step-000002" in report
     for bench in ("aime24", "aime25", "math500"):
         assert f"\n  {bench:<10} 2 problems × 2" in report
     # the memory plan of the real sizes (8 × 80 GB), from the recipe's own dry runs

@@ -44,7 +44,9 @@ def collect(result: Rehearsal, params: dict[str, Any]) -> dict[str, Any]:
     if rows:
         out["prompt"] = (text_preview(rows[0]["prompt"]), ids_preview(rows[0]["prompt_token_ids"]))
     out["checks"] = _checks(rows, f, real_stops, recorded, learner, params)
-    out["train_lines"] = _train_lines(Path(params["train"]["out_dir"]))
+    out["train_lines"] = _train_lines(Path(params["train"]["out_dir"])) + [
+        ln.strip() for s in result.stages if s.name == "resume" and s.ok for ln in s.stdout.splitlines()
+        if ln.startswith("resuming from")]
     out["eval_lines"] = _eval_lines(Path(params["evaluate"]["out_dir"]))
     return out
 
@@ -54,7 +56,8 @@ def _checks(rows, f, real_stops, recorded, learner, params) -> list[tuple[bool, 
 
     checks = []
     missing = sorted(set(real_stops) - set(recorded or []))
-    checks.append((not missing, f"engine stop ids {recorded} cover generation_config's {real_stops}"
+    checks.append((not missing, f"the bank's stop ids {recorded} hold the tokenizer's eos and generation_config's "
+                   f"({real_stops})"
                    + (f"; add {missing} to explore.stop_token_ids" if missing else "")))
     stopped = sum(v for k, v in f.ended_by.items() if k != "none")
     checks.append((stopped > 0, f"{stopped} of {f.rows} responses ended on a stop id (the stand-ins stop after "
@@ -82,10 +85,10 @@ def _train_lines(out: Path) -> list[str]:
     for rec in (json.loads(ln) for ln in path.read_text().splitlines() if ln.strip()):
         if "g_w" in rec:
             lines.append(f"step {rec['step']}: G_w {rec['g_w']:g} from the bank, G_s {rec['g_s']:g} online; "
-                         f"loss {rec['loss']:.4f}, truncated {rec.get('truncated', 0):.0%}")
-    ckpts = sorted(p.name for p in out.glob("checkpoints/step-*")) or sorted(p.name for p in out.glob("step-*"))
+                         f"reward {rec['reward']:.2f}, loss {rec['loss']:.4f}, truncated {rec.get('truncated', 0):.0%}")
+    ckpts = sorted(p.name for p in out.glob("checkpoints/step-*"))
     if ckpts:
-        lines.append(f"checkpoints {', '.join(ckpts)}; step 3 resumed from step 2")
+        lines.append(f"checkpoints {', '.join(ckpts)}")
     return lines
 
 
