@@ -36,7 +36,7 @@ def test_the_qwen3_8b_recipe_rehearses_end_to_end(qwen3_tokenizer_dir, tmp_path)
     assert "151645 <|im_end|>" in report and "151643 <|endoftext|>" in report
     assert "FAIL" not in report
     # step 1 drew the whole group from the bank, steps 2-3 were online, 3 resumed from 2's checkpoint
-    assert "step 1: G_w 4 from the bank, G_s 0 online" in report
+    assert "step 1: G_w 4 from the bank, G_s 0 online" in report  # one prompt × G = 4 per step
     assert "step 2: G_w 0 from the bank, G_s 4 online" in report and "step 3: G_w 0" in report
     assert "resuming from" in report and "step-000002" in report
     for bench in ("aime24", "aime25", "math500"):

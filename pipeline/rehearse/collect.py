@@ -8,6 +8,7 @@ from typing import Any
 
 from pipeline.rehearse.findings import (ids_preview, prompt_id_mismatches, read_bank_rows, response_findings,
                                         special_token_names, text_preview)
+from pipeline.rehearse.plan import Caps
 from pipeline.rehearse.run import Rehearsal
 
 ROW_COLUMNS = ("prompt_id", "prompt", "prompt_token_ids", "response", "response_token_ids", "finish_reason")
@@ -61,7 +62,8 @@ def _checks(rows, f, real_stops, recorded, learner, params) -> list[tuple[bool, 
                    + (f"; add {missing} to explore.stop_token_ids" if missing else "")))
     stopped = sum(v for k, v in f.ended_by.items() if k != "none")
     checks.append((stopped > 0, f"{stopped} of {f.rows} responses ended on a stop id (the stand-ins stop after "
-                   "~32 tokens)" + ("" if stopped else "; the engine does not stop: check stop_token_ids")))
+                   f"~{Caps().max_new_tokens // 3} tokens)" + ("" if stopped else
+                                                              "; the engine does not stop: check stop_token_ids")))
     bad_finish = sum(1 for r in rows if (r["finish_reason"] == "length") != (r["response_token_ids"][-1:] and
                                                                           r["response_token_ids"][-1] not in (recorded or [])))
     checks.append((bad_finish == 0, f"finish_reason agrees with the last token on {f.rows - bad_finish} of {f.rows} rows"))

@@ -7,8 +7,8 @@ only *how much* they compute and *where*:
 
 - models: every model id is replaced by its tiny stand-in directory (same architecture
   and tokenizer, random weights; `pipeline.rehearse.models`);
-- sizes: a few prompts, a few samples per prompt and group members (capped), a few
-  benchmark problems, responses capped at `max_new_tokens`;
+- sizes: a few prompts, a few samples per prompt and group members (capped), one prompt
+  per training step, a few benchmark problems, responses capped at `max_new_tokens`;
 - schedule: 3 steps with T_mix = 2, so step 1 draws the whole group from the bank
   (α = 1) and steps 2–3 are online (α = 0); a checkpoint every step, so step 3 can
   resume from step 2's;
@@ -32,7 +32,7 @@ class Caps:
 
     prompts: int = 4
     samples: int = 4  # M of the bank, and G of training (≥ 2)
-    max_new_tokens: int = 96
+    max_new_tokens: int = 48  # the stand-ins stop after ~max_new_tokens / 3 (a few run to the cap)
     benchmark_problems: int = 2
     eval_samples: int = 2
     steps: int = 3  # 1 from the bank, then online; checkpoint and resume in between
@@ -84,7 +84,7 @@ def _train(s: dict[str, Any], stand_ins, out: str, caps: Caps, prompts, *, bank:
         anneal["t_mix"] = 2
     s.update(bank=bank if s.get("bank") is not None else None, out_dir=f"{out}/train",
              limit=min(int(s.get("limit") or caps.prompts), caps.prompts), steps=caps.steps - 1,
-             prompts_per_step=min(int(s.get("prompts_per_step", 2)), 2), group_size=group, anneal=anneal,
+             prompts_per_step=1, group_size=group, anneal=anneal,
              max_new_tokens=min(int(s.get("max_new_tokens", caps.max_new_tokens)), caps.max_new_tokens),
              mini_batch_size=group, micro_batch_size=max(1, group // 2), checkpoint_every=1,
              tensorboard=False, wandb_project=None, threads=None)

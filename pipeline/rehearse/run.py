@@ -109,7 +109,8 @@ def rehearse(recipe: str | Path, *, out: str | Path, tokenizer: str | None = Non
     for i, (name, temperature) in enumerate(sampling_temperatures(raw).items()):
         real = resolve_real_model(name, local=(local_models or {}).get(name), tokenizer=tokenizer)
         echo(f"stand-in  {name}: {real.config.get('model_type')} from {real.source}, stop ids {list(real.stop_ids)}")
-        result.models[name] = str(build_stand_in(real, out / "models" / f"model{i}", seed=i, temperature=temperature))
+        result.models[name] = str(build_stand_in(real, out / "models" / f"model{i}", seed=i, temperature=temperature,
+                                                 mean_length=Caps().max_new_tokens / 3))
     params = out / "rehearsal.yaml"
     params.write_text(yaml.safe_dump(rehearsal_params(raw, stand_ins=result.models, out=str(out), prompts=prompts),
                                      sort_keys=False))

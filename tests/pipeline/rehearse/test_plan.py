@@ -30,11 +30,11 @@ def test_every_model_id_of_the_recipe_is_swapped_for_its_stand_in():
 
 def test_what_the_stages_compute_is_kept_and_only_sizes_and_place_change():
     recipe = _recipe()
-    out = rehearsal_params(recipe, stand_ins={}, out="/tmp/r", caps=Caps(prompts=3, samples=4, max_new_tokens=64))
+    out = rehearsal_params(recipe, stand_ins={}, out="/tmp/r", caps=Caps(prompts=3, samples=4, max_new_tokens=40))
     ex, tr, ev = out["explore"], out["train"], out["evaluate"]
     for key in ("template", "temperature", "top_p", "top_k", "split"):
         assert ex[key] == recipe["explore"][key]
-    assert (ex["limit"], ex["samples_per_prompt"], ex["max_new_tokens"]) == (3, 4, 64)
+    assert (ex["limit"], ex["samples_per_prompt"], ex["max_new_tokens"]) == (3, 4, 40)
     assert tr["loss"] == recipe["train"]["loss"] and tr["lora"] == recipe["train"]["lora"]
     assert tr["mixing"] == recipe["train"]["mixing"] and tr["template"] == recipe["train"]["template"]
     assert tr["anneal"] == {**recipe["train"]["anneal"], "t_mix": 2}  # step 1 from the bank, then online
