@@ -1,5 +1,6 @@
 """`s2lpo rehearse --params recipes/qwen3-8b.yaml`: the committed recipe end to end on this CPU,
-on stand-ins built from the shipped Qwen3 configs and the vendored real tokenizer."""
+on stand-ins built from the shipped Qwen3 configs and the vendored real tokenizer (as the README
+runs it from a fresh clone)."""
 
 from __future__ import annotations
 
@@ -15,10 +16,10 @@ ROOT = Path(__file__).parents[1]
 
 
 @pytest.mark.slow
-def test_the_qwen3_8b_recipe_rehearses_end_to_end(qwen3_tokenizer_dir, tmp_path):
+def test_the_qwen3_8b_recipe_rehearses_end_to_end(tmp_path):
     out = tmp_path / "rehearse"
     proc = subprocess.run([sys.executable, "-m", "pipeline.cli", "rehearse", "--params", "recipes/qwen3-8b.yaml",
-                           "--tokenizer", str(qwen3_tokenizer_dir), "--prompts", "tests/fixtures/dapo_verl_sample.jsonl",
+                           "--tokenizer", "tests/fixtures/qwen3-tokenizer", "--prompts", "tests/fixtures/dapo_verl_sample.jsonl",
                            "--out", str(out)], cwd=ROOT, capture_output=True, text=True,
                           env={**os.environ, "HF_HUB_OFFLINE": "1"}, timeout=900)
     report = proc.stdout

@@ -47,6 +47,7 @@ def _tokenizer_dir(name: str, local: str | None, tokenizer: str | None) -> str:
     if cached:
         return cached
     if tokenizer:
+        tokenizer = unpacked(tokenizer)
         if not has_tokenizer(Path(tokenizer)):
             raise UserError(f"--tokenizer {tokenizer}: no tokenizer_config.json with tokenizer.json/vocab.json there; "
                             "give the directory of the real model's tokenizer files")
@@ -55,6 +56,24 @@ def _tokenizer_dir(name: str, local: str | None, tokenizer: str | None) -> str:
                     "config.json generation_config.json tokenizer.json tokenizer_config.json --local-dir "
                     f"models/{name.split('/')[-1]}` where it is, then pass --model {name}=models/{name.split('/')[-1]}"
                     " (or --tokenizer DIR)")
+
+
+def unpacked(path: str) -> str:
+    """A tokenizer directory whose tokenizer.json is stored xz-compressed (as the repository
+    vendors Qwen3's, tests/fixtures/qwen3-tokenizer) → an unpacked copy in a temporary directory."""
+    import lzma
+    import shutil
+    import tempfile
+
+    src = Path(path)
+    if not (src / "tokenizer.json.xz").is_file() or (src / "tokenizer.json").is_file():
+        return path
+    out = Path(tempfile.mkdtemp(prefix="s2lpo-tokenizer-"))
+    (out / "tokenizer.json").write_bytes(lzma.decompress((src / "tokenizer.json.xz").read_bytes()))
+    for f in src.iterdir():
+        if f.is_file() and f.name != "tokenizer.json.xz" and f.suffix == ".json":
+            shutil.copy(f, out / f.name)
+    return str(out)
 
 
 def _hub_tokenizer(name: str) -> str | None:

@@ -63,3 +63,13 @@ def test_no_tokenizer_anywhere_is_one_line_naming_the_download(monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(UserError, match=r"huggingface-cli download Qwen/Qwen3-8B-Base config.json .*tokenizer.json"):
         resolve_real_model("Qwen/Qwen3-8B-Base")
+
+
+def test_the_vendored_xz_tokenizer_directory_is_accepted_as_is():
+    from pathlib import Path
+
+    from transformers import AutoTokenizer
+
+    vendored = Path(__file__).parents[2] / "fixtures" / "qwen3-tokenizer"
+    real = resolve_real_model("Qwen/Qwen3-1.7B-Base", tokenizer=str(vendored))
+    assert real.tokenizer_dir != str(vendored) and len(AutoTokenizer.from_pretrained(real.tokenizer_dir)) == 151669
