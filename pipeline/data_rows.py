@@ -46,12 +46,12 @@ def _iter_jsonl(path: Path) -> Iterator[tuple[str, dict]]:
             for lineno, line in enumerate(handle, start=1):
                 if not line.strip():
                     continue
-                yield f"line {lineno}", _parse_json_line(path, lineno, line)
+                yield f"line {lineno}", parse_json_line(path, lineno, line)
         except UnicodeDecodeError:
             raise UserError(f"{path}: not UTF-8 text; re-save the file as UTF-8 JSON lines") from None
 
 
-def _parse_json_line(path: Path, lineno: int, line: str) -> dict:
+def parse_json_line(path: Path, lineno: int, line: str) -> dict:
     """One JSONL line as a dict, or a UserError naming file and line."""
     try:
         row = json.loads(line)

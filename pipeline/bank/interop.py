@@ -67,18 +67,13 @@ class AuthorsRecord:
 
 def iter_jsonl(path: Path) -> Iterator[tuple[int, dict]]:
     """(line number, object) for every non-blank line."""
+    from pipeline.data_rows import parse_json_line
+
     try:
         with path.open() as fh:
             for lineno, line in enumerate(fh, 1):
-                if not line.strip():
-                    continue
-                try:
-                    obj = json.loads(line)
-                except json.JSONDecodeError as exc:
-                    raise UserError(f"{path}:{lineno}: not valid JSON ({exc.msg}); fix or drop that line") from None
-                if not isinstance(obj, dict):
-                    raise UserError(f"{path}:{lineno}: a record must be a JSON object, got {type(obj).__name__}")
-                yield lineno, obj
+                if line.strip():
+                    yield lineno, parse_json_line(path, lineno, line)
     except OSError as exc:
         raise UserError(f"{path}: cannot read ({exc.strerror or exc}); give an existing JSONL file") from None
 
