@@ -102,7 +102,18 @@ def tiny_qwen3(tiny_qwen3_dir):
     return load_causal_lm(str(tiny_qwen3_dir), dtype="float32").eval()
 
 
-class favour:
+class _HeadHook:
+    """A forward hook on `self.model.lm_head` (`self.hook`) for the duration of a `with` block."""
+
+    def __enter__(self):
+        self.handle = self.model.lm_head.register_forward_hook(self.hook)
+        return self
+
+    def __exit__(self, *exc):
+        self.handle.remove()
+
+
+class favour(_HeadHook):
     """Context manager: `model` emits `body` ordinary tokens, then `token` at every later step
     (a forward hook on lm_head; the first call of a `generate` is the prompt's prefill)."""
 
@@ -118,16 +129,9 @@ class favour:
             logits[..., self.token] = 1e4
         return logits
 
-    def __enter__(self):
-        self.handle = self.model.lm_head.register_forward_hook(self.hook)
-        return self
-
-    def __exit__(self, *exc):
-        self.handle.remove()
 
 
-
-class forced:
+class forced(_HeadHook):
     """Context manager: `model` emits `tokens` in order, then the last one forever (a forward
     hook on lm_head; call j of a `generate` — the first is the prompt's prefill — picks token j)."""
 
@@ -140,12 +144,6 @@ class forced:
         self.calls += 1
         return logits
 
-    def __enter__(self):
-        self.handle = self.model.lm_head.register_forward_hook(self.hook)
-        return self
-
-    def __exit__(self, *exc):
-        self.handle.remove()
 
 
 @pytest.fixture(scope="session")

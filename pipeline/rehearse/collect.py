@@ -64,8 +64,9 @@ def _checks(rows, f, real_stops, recorded, learner, params) -> list[tuple[bool, 
     checks.append((stopped > 0, f"{stopped} of {f.rows} responses ended on a stop id (the stand-ins stop after "
                    f"~{Caps().max_new_tokens // 3} tokens)" + ("" if stopped else
                                                               "; the engine does not stop: check stop_token_ids")))
-    bad_finish = sum(1 for r in rows if (r["finish_reason"] == "length") != (r["response_token_ids"][-1:] and
-                                                                          r["response_token_ids"][-1] not in (recorded or [])))
+    stop_set = set(recorded or [])
+    bad_finish = sum((r["finish_reason"] == "stop") != (r["response_token_ids"][-1:] != [] and
+                                                        r["response_token_ids"][-1] in stop_set) for r in rows)
     checks.append((bad_finish == 0, f"finish_reason agrees with the last token on {f.rows - bad_finish} of {f.rows} rows"))
     bos = learner.bos_token_id
     doubled = [r["prompt_id"] for r in rows if bos is not None and r["prompt_token_ids"][:2] == [bos, bos]]
