@@ -46,16 +46,16 @@ def write_bank(path, problems, tokenizer, *, per_prompt: int = 4, tokenizer_fp: 
     writer.write_shard(records_to_table(records))
 
 
-@pytest.fixture(scope="session")
-def train_world(tmp_path_factory, char_tokenizer):
+def build_train_world(root, tokenizer):
+    """The tiny world under `root` (learner/, train.jsonl, test.jsonl, bank/); also what
+    benchmarks/stage2_digests.py trains on."""
     from pipeline.data import Problem, write_problems_jsonl
     from pipeline.testbed import task
     from pipeline.testbed.model import ModelShape, build_model
 
-    root = tmp_path_factory.mktemp("train_world")
-    model = build_model(ModelShape(layers=1, hidden=64), char_tokenizer, seed=3)
+    model = build_model(ModelShape(layers=1, hidden=64), tokenizer, seed=3)
     model.save_pretrained(root / "learner")
-    char_tokenizer.save_pretrained(root / "learner")
+    tokenizer.save_pretrained(root / "learner")
     rng = np.random.default_rng(0)
     spec = task.TaskSpec()
     train = [Problem(f"p{i:03d}", task.question(tuple(n)), task.answer(tuple(n)), {})
@@ -64,8 +64,13 @@ def train_world(tmp_path_factory, char_tokenizer):
     test = [Problem(f"t{i:03d}", task.question(tuple(n)), task.answer(tuple(n)), {"flawed": bool(task.is_flawed(tuple(int(x) for x in n), spec))})
             for i, n in enumerate(np.concatenate([task.sample_numbers(rng, 6, spec), task.sample_flawed_numbers(rng, 2, spec)]))]
     write_problems_jsonl(test, root / "test.jsonl")
-    write_bank(root / "bank", train, char_tokenizer)
+    write_bank(root / "bank", train, tokenizer)
     return root
+
+
+@pytest.fixture(scope="session")
+def train_world(tmp_path_factory, char_tokenizer):
+    return build_train_world(tmp_path_factory.mktemp("train_world"), char_tokenizer)
 
 
 def tiny_config(world, out_dir, **changes):
