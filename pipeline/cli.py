@@ -291,6 +291,18 @@ def study_report(root: Path = typer.Argument(..., help="The study's out_root."),
     typer.echo(write_report(root, baseline=baseline, title=title, out_dir=out, only=tuple(arms)))
 
 
+@study_app.command("compare")
+@user_errors
+def study_compare(roots: list[Path] = typer.Argument(..., help="The out_root of each family's study."),
+                  baseline: str = typer.Option("grpo", help="Arm every other arm is paired against."),
+                  out: Path = typer.Option(Path("data/study/families"), "--out", "-o",
+                                           help="Where to write compare.md, compare.json and compare.png.")) -> None:
+    """Conclusions across families: each arm over all runs and paired against the baseline, per family."""
+    from stage2_train.compare import write_comparison
+
+    typer.echo(write_comparison(roots, baseline=baseline, out_dir=out))
+
+
 @app.command()
 @user_errors
 def evaluate(params: Optional[Path] = ParamsOpt, overrides: list[str] = SetOpt,
