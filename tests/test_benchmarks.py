@@ -1,4 +1,4 @@
-"""The benchmarks' measuring code (the benchmarks themselves run by hand: README, Performance)."""
+"""The benchmarks' measuring code (the benchmarks themselves run by hand: docs/performance.md)."""
 
 from __future__ import annotations
 

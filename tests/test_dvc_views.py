@@ -1,4 +1,4 @@
-"""The DVC views the README advertises work as shown: `dvc plots show` loads every plot
+"""The DVC views the README and docs/pipeline.md advertise work as shown: `dvc plots show` loads every plot
 declared in this repository's dvc.yaml and `dvc metrics show` prints a table of a few
 columns, on a workspace of the files each stage's own writer produces (the study report
 from per-step metrics of three arms, evaluate's outputs from scored samples of four

@@ -1,4 +1,4 @@
-"""The launch/ scripts: their dry runs print the command lines the README shows, and the
+"""The launch/ scripts: their dry runs print the command lines docs/scaling.md shows, and the
 stage-1 launcher really runs one worker per device into one bank (on CPU here)."""
 
 from __future__ import annotations
@@ -12,12 +12,13 @@ import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
+SCALING = ROOT / "docs" / "scaling.md"  # the launchers' page (the README links it)
 SCRIPTS = ("explore_local.sh", "explore_slurm.sh", "train_torchrun.sh")
 
 
-def readme_examples() -> list[tuple[str, list[str]]]:
-    """(command, output lines) of every `$ ... launch/... --dry-run` line in the README."""
-    lines = (ROOT / "README.md").read_text().splitlines()
+def doc_examples() -> list[tuple[str, list[str]]]:
+    """(command, output lines) of every `$ ... launch/... --dry-run` line in docs/scaling.md."""
+    lines = SCALING.read_text().splitlines()
     examples = []
     for i, line in enumerate(lines):
         if line.startswith("$ ") and "launch/" in line and ("--dry-run" in line or "DRY_RUN=1" in line):
@@ -30,13 +31,13 @@ def readme_examples() -> list[tuple[str, list[str]]]:
     return examples
 
 
-def test_the_readme_shows_every_launcher():
-    shown = " ".join(command for command, _ in readme_examples())
+def test_the_docs_show_every_launcher():
+    shown = " ".join(command for command, _ in doc_examples())
     assert all(f"launch/{name}" in shown for name in SCRIPTS)
 
 
-@pytest.mark.parametrize("command, output", readme_examples(), ids=lambda x: x if isinstance(x, str) else "")
-def test_dry_runs_print_the_readme_command_lines(command, output):
+@pytest.mark.parametrize("command, output", doc_examples(), ids=lambda x: x if isinstance(x, str) else "")
+def test_dry_runs_print_the_docs_command_lines(command, output):
     done = subprocess.run(["bash", "-c", command], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     assert done.stdout.splitlines() == output
@@ -93,6 +94,6 @@ def test_estimate_prints_the_recipes_memory_and_time_bounds(monkeypatch, capsys)
     module.main([])
     out = capsys.readouterr().out
     assert "peak 69.4 GB per GPU while vLLM samples, of 80 GB" in out
-    readme = (ROOT / "README.md").read_text()
-    shown = readme[readme.index("$ python launch/estimate.py\n"):].split("```")[0].splitlines()[1:]
-    assert shown and out.splitlines()[-len(shown):] == shown  # the README's lines are the output's last ones
+    page = SCALING.read_text()
+    shown = page[page.index("$ python launch/estimate.py\n"):].split("```")[0].splitlines()[1:]
+    assert shown and out.splitlines()[-len(shown):] == shown  # the page's lines are the output's last ones

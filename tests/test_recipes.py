@@ -153,9 +153,9 @@ def test_the_recipes_old_vllm_settings_are_refused(monkeypatch):
            "weights, less than one 32768-token sequence" in result.output
 
 
-def _readme_dry_runs() -> list[tuple[str, list[str]]]:
-    """(command, the lines shown after it) of every `$ s2lpo ... --dry-run` in the README's recipe section."""
-    lines = (ROOT / "README.md").read_text().splitlines()
+def _doc_dry_runs() -> list[tuple[str, list[str]]]:
+    """(command, the lines shown after it) of every `$ s2lpo ... --dry-run` in the recipe's page, docs/recipe.md."""
+    lines = (ROOT / "docs" / "recipe.md").read_text().splitlines()
     found = []
     for i, line in enumerate(lines):
         if line.startswith("$ s2lpo ") and "recipes/qwen3-8b.yaml" in line and "--dry-run" in line:
@@ -168,13 +168,13 @@ def _readme_dry_runs() -> list[tuple[str, list[str]]]:
     return found
 
 
-def test_the_readme_shows_every_stages_dry_run():
-    commands = [c for c, _ in _readme_dry_runs()]
+def test_the_docs_show_every_stages_dry_run():
+    commands = [c for c, _ in _doc_dry_runs()]
     assert all(any(c.startswith(f"s2lpo {stage} ") for c in commands) for stage in ("explore", "train", "evaluate"))
 
 
-@pytest.mark.parametrize("command, shown", _readme_dry_runs(), ids=lambda x: x if isinstance(x, str) else "")
-def test_the_readme_dry_runs_are_this_codes_output(monkeypatch, command, shown):
+@pytest.mark.parametrize("command, shown", _doc_dry_runs(), ids=lambda x: x if isinstance(x, str) else "")
+def test_the_docs_dry_runs_are_this_codes_output(monkeypatch, command, shown):
     import shlex
 
     stage, *args = shlex.split(command)[1:]

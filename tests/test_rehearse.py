@@ -1,6 +1,6 @@
 """`s2lpo rehearse --params recipes/qwen3-8b.yaml`: the committed recipe end to end on this CPU,
-on stand-ins built from the shipped Qwen3 configs and the vendored real tokenizer (as the README
-runs it from a fresh clone)."""
+on stand-ins built from the shipped Qwen3 configs and the vendored real tokenizer (as the README and
+docs/recipe.md run it from a fresh clone)."""
 
 from __future__ import annotations
 

@@ -147,7 +147,7 @@ def test_kill_9_mid_run_then_resume_gives_exactly_m_rows(tiny_family, tmp_path):
 
 
 def test_bank_reads_with_plain_pandas_pyarrow_and_datasets(tiny_family, tmp_path):
-    """The README's snippet: a bank is plain Parquet."""
+    """The snippet in docs/bank.md: a bank is plain Parquet."""
     import datasets
     import pandas as pd
     import pyarrow.dataset as ds
