@@ -4,7 +4,7 @@ Two libraries choose kernels by the CPU they run on: ATen (torch's own element-w
 reductions, attention) picks AVX-512, AVX2 or scalar code, and MKL (every fp32 matmul:
 torch here is built with BLAS_INFO=mkl; oneDNN runs no primitive in this model's SFT)
 picks its own code branch. Different kernels round differently, and 2,400 SFT steps
-amplify the last bit into a different family. Measured on a 2-core AVX-512 CPU (README,
+amplify the last bit into a different family. Measured on a 2-core AVX-512 CPU (docs/testbed.md,
 "The CPU testbed family"): both choices change the trained weights; pinning both makes
 an emulated AVX2-only CPU (`ATEN_CPU_CAPABILITY=avx2 MKL_ENABLE_INSTRUCTIONS=AVX2`) and
 the native AVX-512 one give byte-equal weights.
