@@ -75,8 +75,8 @@ class Generation(_Checked):
     """What bounds and seeds one sampled response, whatever the sampling distribution."""
 
     max_new_tokens: int = 48  # the testbed's answers are a few characters
-    seed: int = 0
-    stop_token_ids: tuple[int, ...] = ()  # added to generation_config's and the tokenizer's eos (pipeline.engines.stops)
+    seed: int = 0  # the sampling seed (train: the whole run's: prompt order, initialisation, sampling)
+    stop_token_ids: tuple[int, ...] = ()  # added to the model's eos ids (pipeline.engines.stops)
 
     def __post_init__(self) -> None:
         if self.max_new_tokens < 1:

@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Optional
 
-from pipeline.config_blocks import EngineKind, EngineSettings, PresetSampling, PromptSource, Sampling, Scoring
+from pipeline.config_blocks import EngineSettings, PresetSampling, PromptSource, Sampling, Scoring
 from pipeline.engines.base import SamplingParams
 from pipeline.memory import PlannedGpus
 from pipeline.rewards import TruncatedReward
@@ -97,10 +97,9 @@ class TrainConfig(Scoring, EngineSettings, Sampling, PromptSource):
     """One GRPO / S2L-PO run: learner, bank, schedule, objective and run management.
 
     The prompt source, online sampling, engine and scoring fields are the shared blocks'
-    (pipeline.config_blocks): `seed` there is the run's seed (prompt order, initialisation,
-    sampling) and `temperature`/`top_p`/`top_k` the online rollouts' (paper: 1.0; the
-    token-level-noise baseline: e.g. 1.2). The fields re-declared first below differ from
-    the blocks' defaults."""
+    (pipeline.config_blocks); `temperature`, `top_p`, `top_k` are the online rollouts'
+    (paper: 1.0; the token-level-noise baseline: e.g. 1.2). The fields re-declared first
+    below differ from the blocks' defaults."""
 
     dtype: str = "float32"  # the learner's master weights: a small AdamW step is below bf16's resolution
     gpu_memory_utilization: float = 0.3  # vLLM's share of each GPU (weights + KV cache), colocated with training

@@ -2,8 +2,8 @@
 
 Not `s2lpo evaluate` (pipeline.evaluate, a finished model on benchmark files): this runs
 inside `s2lpo train` on the learner's own rollout engine, every `eval.every` steps.
-Both sample through `pipeline.sample_score` and resolve their sampling preset the same
-way (pipeline.config_blocks.PresetSampling).
+Both count correct samples and tabulate pass@k with `pipeline.sample_score`, and resolve
+their sampling preset the same way (pipeline.config_blocks.PresetSampling).
 
 Subsets come from the problems' `meta.flawed` flag when present (the testbed's planted
 flaw): `all`, `flawed` and `rest`. The sampling seed is the same at every evaluation and

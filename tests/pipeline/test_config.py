@@ -138,4 +138,4 @@ def test_a_renamed_key_is_refused_with_its_new_name(tmp_path):
     assert load_stage_config(OwnBatch, "mine", params_path=p) == OwnBatch(batch_size=64)
     with pytest.raises(UserError, match="mine.batch_size: unknown key; valid keys are"):
         load_stage_config(Inner, "mine", params_path=p)
-    assert load_stage_config(Generates, "x", overrides=["generate_batch_size=3"], params_path=p).generate_batch_size == 3
+    assert load_stage_config(Generates, "x", params_path=p, overrides=["generate_batch_size=3"]) == Generates(3)
