@@ -22,7 +22,7 @@ def _member_times(recipe, cfg, steps: int, problems, samples: int, threads: int)
 
     from pipeline.engines import SamplingParams
     from pipeline.engines.hf import HFEngine
-    from pipeline.evaluation import correct_counts
+    from pipeline.sample_score import correct_counts
     from pipeline.testbed import task
     from pipeline.testbed.model import ModelShape, build_model
     from pipeline.testbed.sft import train_sft

@@ -24,9 +24,9 @@ from pipeline.throughput import Rates, decode_tokens_per_s, training_seconds  # 
 def main(argv=None) -> None:
     from pipeline.config import load_stage_config
     from pipeline.model_configs import model_config
-    from stage2_train.config import TrainConfig
+    from stage2_train.config import TrainConfig, alpha_at
     from stage2_train.plan import estimate, memory_report
-    from stage2_train.schedule import anneal_rate, bank_count
+    from stage2_train.schedule import bank_count
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--params", default="recipes/qwen3-8b.yaml")
@@ -45,10 +45,8 @@ def main(argv=None) -> None:
         print(f"error: {error}")
     gpu = mem.GpuSpec(cfg.gpus.count or 1, cfg.gpus.memory_gb or 80.0)
     arch, params, _, plan = estimate(cfg, model_config(cfg.learner, revision=cfg.revision), gpu)
-    prompts, g, an = cfg.prompts_per_step, cfg.group_size, cfg.anneal
-    online = [prompts * (g - bank_count(anneal_rate(i, schedule=an.schedule, t_mix=an.t_mix,
-                                                    initial_rate=an.initial_rate, floor=an.floor), g))
-              for i in range(1, cfg.steps + 1)]
+    prompts, g = cfg.prompts_per_step, cfg.group_size
+    online = [prompts * (g - bank_count(alpha_at(cfg, i), g)) for i in range(1, cfg.steps + 1)]
     gen = [r * a.mean_response for r in online]
     print(f"\nrollouts at mean response {a.mean_response} tokens: online responses per step {online}")
     print(f"  generated tokens: {gen[-1] / 1e6:.1f} M per fully online step, {sum(gen) / 1e6:.0f} M over "

@@ -5,7 +5,7 @@ field's default). `load_stage_config` reads one section of params.yaml, applies
 command-line overrides (`--set key.sub=value`, values parsed as YAML), and checks
 every key and type against the dataclass. Unknown keys and wrong types are a
 `UserError` that names the dotted key, so a typo never silently falls back to a
-default.
+default; a key renamed since (`RENAMED_KEYS`) is refused with its new name.
 """
 
 from __future__ import annotations
@@ -22,6 +22,13 @@ import yaml
 from pipeline.errors import UserError
 
 T = TypeVar("T")
+
+# keys renamed since they were first written in params files: old name → new name. A params
+# file or `--set` using the old name is refused in one line naming the new one (only where the
+# new name is a key of that section: `prepare.sft.batch_size` is SFT's own, not a renamed key).
+RENAMED_KEYS = {
+    "batch_size": "generate_batch_size",  # explore, train, evaluate: sequences per HF generate call
+}
 
 
 def load_params(path: str | Path) -> dict[str, Any]:
@@ -105,6 +112,10 @@ def from_mapping(cls: type[T], data: dict[str, Any], *, where: str) -> T:
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
     unknown = sorted(set(data) - set(fields))
+    renamed = [k for k in unknown if RENAMED_KEYS.get(k) in fields]
+    if renamed:
+        old = renamed[0]
+        raise UserError(f"{where}.{old}: renamed to {RENAMED_KEYS[old]} (same meaning); set that key instead")
     if unknown:
         raise UserError(
             f"{where}.{unknown[0]}: unknown key; valid keys are {', '.join(sorted(fields))}"

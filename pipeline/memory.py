@@ -224,8 +224,8 @@ def sampling_phases(a: Arch, p: Params, *, engine_vllm: bool, v: VllmSettings, g
 def _hf_generate_terms(a: Arch, b: int, batch: int, row_tokens: int, n: int) -> tuple[Term, ...]:
     kv = batch * row_tokens * kv_bytes_per_token(a, b) / GB
     logits = 2 * batch * a.vocab * 4 / GB  # one step's float32 logits and their processed copy
-    return (Term(f"HF generate KV cache ({batch} sequences × {row_tokens} tokens)", kv, "lower batch_size"),
-            Term("HF generate logits of one step (float32)", logits, "lower batch_size"))
+    return (Term(f"HF generate KV cache ({batch} sequences × {row_tokens} tokens)", kv, "lower generate_batch_size"),
+            Term("HF generate logits of one step (float32)", logits, "lower generate_batch_size"))
 
 
 @dataclass(frozen=True)

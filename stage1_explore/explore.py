@@ -18,7 +18,7 @@ from pipeline.bank.background import BackgroundWriter
 from pipeline.bank.reader import BankReader
 from pipeline.bank.schema import BankRecord, SCHEMA_VERSION
 from pipeline.bank.store import BankWriter, check_claim, fingerprint, open_bank
-from pipeline.data import Problem, load_problems, problem_set_fingerprint
+from pipeline.data import Problem, problem_set_fingerprint
 from pipeline.engines import Engine, SamplingParams
 from pipeline.engines.base import FINISH_LENGTH, sample_seed
 from pipeline.errors import UserError
@@ -91,8 +91,7 @@ def run_explore(cfg: ExploreConfig, *, worker_index: int = 0, num_workers: int =
     from stage1_explore.plan import check_memory
 
     check_memory(cfg)  # before anything loads: refuse what cannot fit this worker's GPU
-    problems = load_problems(cfg.prompts, split=cfg.split, layout=cfg.layout, question_field=cfg.question_field,
-                             answer_field=cfg.answer_field, id_field=cfg.id_field, limit=cfg.limit)
+    problems = cfg.load_problems(cfg.prompts)
     tokenizer = load_tokenizer(cfg.explorer, revision=cfg.revision, trust_remote_code=cfg.trust_remote_code)
     stops = model_stop_ids(cfg.explorer, tokenizer, cfg.stop_token_ids, revision=cfg.revision,
                            trust_remote_code=cfg.trust_remote_code)
@@ -127,7 +126,7 @@ def make_engine(cfg: ExploreConfig, tokenizer, stop_token_ids) -> Engine:
 
     model = load_causal_lm(cfg.explorer, revision=cfg.revision, dtype=cfg.dtype,
                            trust_remote_code=cfg.trust_remote_code).eval()
-    return HFEngine(model, tokenizer, batch_size=cfg.batch_size, stop_token_ids=stop_token_ids)
+    return HFEngine(model, tokenizer, batch_size=cfg.generate_batch_size, stop_token_ids=stop_token_ids)
 
 
 def _fill(cfg: ExploreConfig, jobs: list[Job], engine: Engine, tokenizer, writer: BankWriter, *, echo) -> dict:

@@ -23,7 +23,7 @@ def _report(cfg: ExploreConfig, *, dry_run: bool):
     return sampling_report(cfg.explorer, key="explore.explorer", stage="explore", revision=cfg.revision,
                            vllm=resolve_engine_kind(cfg.engine) is EngineKind.VLLM, dtype=cfg.dtype,
                            share=cfg.gpu_memory_utilization, tp=cfg.tensor_parallel_size, max_model_len=None,
-                           max_new_tokens=cfg.max_new_tokens, hf_batch=cfg.batch_size, planned=cfg.gpus,
+                           max_new_tokens=cfg.max_new_tokens, hf_batch=cfg.generate_batch_size, planned=cfg.gpus,
                            dry_run=dry_run)
 
 
@@ -56,8 +56,4 @@ def dry_run(cfg: ExploreConfig, *, worker_index: int = 0, num_workers: int = 1, 
 def _count(cfg: ExploreConfig) -> str:
     if not Path(cfg.prompts).exists():
         return "not found"
-    from pipeline.data import load_problems
-
-    problems = load_problems(cfg.prompts, split=cfg.split, layout=cfg.layout, question_field=cfg.question_field,
-                             answer_field=cfg.answer_field, limit=cfg.limit)
-    return f"{len(problems)} prompts"
+    return f"{len(cfg.load_problems(cfg.prompts))} prompts"

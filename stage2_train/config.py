@@ -12,13 +12,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Optional
 
-from pipeline.engines.base import EngineKind
+from pipeline.config_blocks import EngineSettings, PresetSampling, PromptSource, Sampling, Scoring
+from pipeline.engines.base import SamplingParams
 from pipeline.memory import PlannedGpus
 from pipeline.rewards import TruncatedReward
 from stage2_train.distributed import Strategy
 from stage2_train.groups import BankPrompts, BankRows, Mixing
 from stage2_train.rl_math import Aggregation, BankCorrection, Baseline
-from stage2_train.schedule import Schedule
+from stage2_train.schedule import Schedule, anneal_rate
 
 
 @dataclass(frozen=True)
@@ -58,18 +59,23 @@ class LoraSettings:
 
 
 @dataclass(frozen=True)
-class EvalSettings:
+class EvalSettings(PresetSampling):
     """Periodic held-out evaluation (pass@1 and pass@k, by subset when problems carry
-    `meta.flawed`). every = 0 disables it; it always runs at step 0 and at the end."""
+    `meta.flawed`). every = 0 disables it; it always runs at step 0 and at the end.
+
+    Sampling is the `preset`'s with single-value overrides, resolved as `s2lpo evaluate`
+    resolves its own (pipeline.config_blocks.PresetSampling); the default `plain` is the
+    learner's raw distribution (temperature 1.0, no filters, no presence penalty)."""
 
     every: int = 10
     problems: Optional[str] = "data/testbed/test.jsonl"
     limit: Optional[int] = None
     samples: int = 16
-    temperature: float = 1.0
-    top_p: float = 1.0
-    top_k: int = 0
     max_new_tokens: int = 48
+
+    def sampling(self, *, seed: int) -> SamplingParams:
+        """`samples` responses per problem under the resolved preset."""
+        return self.sampling_params(n=self.samples, max_new_tokens=self.max_new_tokens, seed=seed)
 
 
 @dataclass(frozen=True)
@@ -87,22 +93,22 @@ class DistributedSettings:
 
 
 @dataclass(frozen=True)
-class TrainConfig:
-    """One GRPO / S2L-PO run: learner, bank, schedule, objective and run management."""
+class TrainConfig(Scoring, EngineSettings, Sampling, PromptSource):
+    """One GRPO / S2L-PO run: learner, bank, schedule, objective and run management.
 
+    The prompt source, online sampling, engine and scoring fields are the shared blocks'
+    (pipeline.config_blocks); `temperature`, `top_p`, `top_k` are the online rollouts'
+    (paper: 1.0; the token-level-noise baseline: e.g. 1.2). The fields re-declared first
+    below differ from the blocks' defaults."""
+
+    dtype: str = "float32"  # the learner's master weights: a small AdamW step is below bf16's resolution
+    gpu_memory_utilization: float = 0.3  # vLLM's share of each GPU (weights + KV cache), colocated with training
+    scoring_workers: int = 0  # 0 = score in this process (trusted, short outputs: the testbed)
     prompts: str = "data/testbed/train.jsonl"  # the bank's prompts (or a subset of them)
-    split: str = "train"
-    layout: str = "auto"  # auto | qa | gsm8k | verl (see pipeline.data)
-    question_field: Optional[str] = None
-    answer_field: Optional[str] = None
-    id_field: Optional[str] = None  # None = the layout's; "" = question-hash ids
-    limit: Optional[int] = None
     learner: str = "data/testbed/learner"  # local directory or hub id (e.g. Qwen/Qwen3-8B-Base)
-    revision: Optional[str] = None
     template: str = "{question}="  # must equal the bank's
     bank: Optional[str] = "data/bank"  # None = plain GRPO without a bank
     out_dir: str = "data/train"
-    seed: int = 0
     steps: int = 80
     prompts_per_step: int = 16
     group_size: int = 8  # G
@@ -111,11 +117,6 @@ class TrainConfig:
     bank_prompts: BankPrompts = BankPrompts.ALL
     bank_pass_band: Optional[tuple[float, float]] = None  # [low, high]: train only on prompts whose cached explorer pass rate is in it (stage2_train.difficulty)
     anneal: AnnealConfig = field(default_factory=AnnealConfig)
-    temperature: float = 1.0  # online sampling (paper: 1.0; token-level-noise baseline: e.g. 1.2)
-    top_p: float = 1.0
-    top_k: int = 0
-    max_new_tokens: int = 48
-    stop_token_ids: tuple[int, ...] = ()  # added to generation_config's and the tokenizer's eos (pipeline.engines.stops)
     truncated_reward: TruncatedReward = TruncatedReward.ZERO  # online and bank rows alike (pipeline.rewards)
     lr: float = 1.0e-4
     weight_decay: float = 0.01
@@ -129,33 +130,24 @@ class TrainConfig:
     loss: LossConfig = field(default_factory=LossConfig)
     lora: LoraSettings = field(default_factory=LoraSettings)
     eval: EvalSettings = field(default_factory=EvalSettings)
-    engine: EngineKind = EngineKind.AUTO
-    batch_size: int = 2048  # sequences per HF generate call
-    dtype: str = "float32"
-    gpu_memory_utilization: float = 0.3  # vLLM's share of each GPU (weights + KV cache), colocated with training
-    tensor_parallel_size: int = 1  # vLLM; under torchrun, ranks r with equal r // tp sample together
     vllm_sleep_level: int = 0  # 0 = vLLM stays resident; 1/2 = sleep while training (1 keeps weights in CPU RAM)
     rollout_dtype: Optional[str] = None  # the vLLM engine's dtype (None = dtype), e.g. bfloat16 over fp32 masters
     distributed: DistributedSettings = field(default_factory=DistributedSettings)
     gpus: PlannedGpus = field(default_factory=PlannedGpus)  # what --dry-run plans for; a run checks those it sees
-    scoring_workers: int = 0  # 0 = score in this process (trusted, short outputs: the testbed)
-    score_timeout_s: float = 10.0
     checkpoint_every: int = 20  # 0 = only at the end
     keep_checkpoints: int = 2
     tensorboard: bool = True
     wandb_project: Optional[str] = None
     threads: Optional[int] = None  # torch CPU threads (None = torch's default)
-    trust_remote_code: bool = False
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         if self.group_size < 2:
             raise ValueError("group_size must be ≥ 2 (a group of one has no advantage)")
         if self.steps < 1 or self.prompts_per_step < 1:
             raise ValueError("steps and prompts_per_step must be ≥ 1")
         if self.mini_batch_size < 1 or self.micro_batch_size < 1 or self.ppo_epochs < 1:
             raise ValueError("mini_batch_size, micro_batch_size and ppo_epochs must be ≥ 1")
-        if self.temperature <= 0 or not 0 < self.top_p <= 1:
-            raise ValueError("need temperature > 0 and 0 < top_p ≤ 1")
         if self.loss.clip_low < 0 or self.loss.clip_high < 0:
             raise ValueError("clip_low and clip_high must be ≥ 0")
         if self.bank_pass_band is not None:
@@ -166,8 +158,6 @@ class TrainConfig:
                 raise ValueError("bank_pass_band reads the explorer's pass rates from the bank; set bank (or drop the band)")
         if self.vllm_sleep_level not in (0, 1, 2):
             raise ValueError("vllm_sleep_level must be 0 (no sleep), 1 or 2")
-        if self.tensor_parallel_size < 1:
-            raise ValueError("tensor_parallel_size must be ≥ 1")
         if self.checkpoint_every < 0:
             raise ValueError("checkpoint_every must be ≥ 0 (0 = a checkpoint at the end only)")
         if self.distributed.param_dtype is not None and self.distributed.strategy is not Strategy.FSDP:
@@ -175,9 +165,14 @@ class TrainConfig:
 
     @property
     def uses_bank(self) -> bool:
-        from stage2_train.schedule import anneal_rate
-
+        """Whether any step draws from the bank (α > 0 at some step up to T_mix)."""
         return self.bank is not None and any(
-            anneal_rate(i, schedule=self.anneal.schedule, t_mix=self.anneal.t_mix,
-                        initial_rate=self.anneal.initial_rate, floor=self.anneal.floor) > 0
-            for i in range(1, min(self.steps, max(self.anneal.t_mix, 1)) + 1))
+            alpha_at(self, i) > 0 for i in range(1, min(self.steps, max(self.anneal.t_mix, 1)) + 1))
+
+
+def alpha_at(cfg: TrainConfig, step: int) -> float:
+    """α at 1-based `step`: the anneal schedule's rate (stage2_train.schedule), 0 without a bank."""
+    if cfg.bank is None:
+        return 0.0
+    a = cfg.anneal
+    return anneal_rate(step, schedule=a.schedule, t_mix=a.t_mix, initial_rate=a.initial_rate, floor=a.floor)

@@ -45,11 +45,11 @@ def build_engine(cfg, model, tokenizer, d):
 
         copy = load_causal_lm(cfg.learner, revision=cfg.revision, dtype=cfg.dtype,
                               trust_remote_code=cfg.trust_remote_code)
-        engine = _SyncedHFEngine(copy.to(d.device).eval().requires_grad_(False), tokenizer, batch_size=cfg.batch_size,
-                                 stop_token_ids=stops)
+        engine = _SyncedHFEngine(copy.to(d.device).eval().requires_grad_(False), tokenizer,
+                                 batch_size=cfg.generate_batch_size, stop_token_ids=stops)
         engine.load_weights(merged_state_dict(model))
         return engine
-    return _TrainingHFEngine(model, tokenizer, batch_size=cfg.batch_size, stop_token_ids=stops)
+    return _TrainingHFEngine(model, tokenizer, batch_size=cfg.generate_batch_size, stop_token_ids=stops)
 
 
 def learner_stop_ids(cfg, tokenizer) -> tuple[int, ...]:

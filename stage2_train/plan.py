@@ -38,7 +38,7 @@ def learner_settings(cfg: TrainConfig, arch: mem.Arch, *, ranks: int = 1) -> mem
         reference=cfg.loss.kl_coef > 0 and cfg.lora.r == 0, gradient_checkpointing=cfg.gradient_checkpointing,
         micro_batch=cfg.micro_batch_size, row_tokens=mem.PROMPT_TOKENS + cfg.max_new_tokens,
         engine_vllm=resolve_engine_kind(cfg.engine) is EngineKind.VLLM, vllm=vllm,
-        hf_batch=min(cfg.batch_size, -(-cfg.prompts_per_step // ranks) * cfg.group_size),
+        hf_batch=min(cfg.generate_batch_size, -(-cfg.prompts_per_step // ranks) * cfg.group_size),
         rows_per_rank=-(-cfg.prompts_per_step // ranks) * cfg.group_size)
 
 
@@ -109,16 +109,15 @@ def _host_ram(cfg: TrainConfig, params: mem.Params, gpu: mem.GpuSpec) -> str:
 
 def format_plan(cfg: TrainConfig, mc: ModelConfig) -> list[str]:
     """What the run will do, from the config alone."""
-    from stage2_train.schedule import anneal_rate, bank_count
+    from stage2_train.config import alpha_at
+    from stage2_train.schedule import bank_count
 
     arch = mem.Arch.from_config(mc.config, where=mc.where)
     size = ""
     if arch is not None:
         p = mem.parameter_counts(arch)
         size = f": {arch.model_type}, {p.total / 1e9:.3f} B parameters ({p.root / 1e9:.3f} B in embeddings + head)"
-    a = cfg.anneal
-    g_w = [bank_count(anneal_rate(i, schedule=a.schedule, t_mix=a.t_mix, initial_rate=a.initial_rate, floor=a.floor),
-                      cfg.group_size) if cfg.bank else 0 for i in range(1, cfg.steps + 1)]
+    g_w = [bank_count(alpha_at(cfg, i), cfg.group_size) for i in range(1, cfg.steps + 1)]
     responses = cfg.prompts_per_step * cfg.group_size
     ds = cfg.distributed
     return [
@@ -144,11 +143,7 @@ def format_plan(cfg: TrainConfig, mc: ModelConfig) -> list[str]:
 def _prompts_note(cfg: TrainConfig) -> str:
     if not Path(cfg.prompts).exists():
         return _HUB_DATASET if is_hub_id(cfg.prompts) else "not found"
-    from pipeline.data import load_problems
-
-    n = len(load_problems(cfg.prompts, split=cfg.split, layout=cfg.layout, question_field=cfg.question_field,
-                          answer_field=cfg.answer_field, limit=cfg.limit))
-    return f"{n} prompts"
+    return f"{len(cfg.load_problems(cfg.prompts))} prompts"
 
 
 def _bank_note(bank: str) -> str:

@@ -21,17 +21,18 @@ from pipeline.config import to_dict
 from pipeline.data import load_problems
 from pipeline.errors import UserError
 from stage2_train import checkpoint as ckpt
-from stage2_train.config import TrainConfig
+from stage2_train.config import TrainConfig, alpha_at
 from stage2_train.distributed import Dist, gathered_states, init_distributed, load_full_states, prepare_models
 from stage2_train.groups import Mixing, alternating_sizes, eligible_pool
 from stage2_train.metrics import MetricsLog
 from stage2_train.rollout import step_seed
-from stage2_train.schedule import anneal_rate, bank_count
+from stage2_train.schedule import bank_count
 from stage2_train.step import Timer, collect, update
 
-# settings a resumed run may change (they do not alter what the steps compute)
+# settings a resumed run may change (they do not alter what the steps compute); batch_size is
+# generate_batch_size's name in the config.json of runs started before the rename
 RESUMABLE_CHANGES = {"steps", "checkpoint_every", "keep_checkpoints", "tensorboard", "wandb_project", "threads",
-                     "scoring_workers", "score_timeout_s", "batch_size", "gpus"}
+                     "scoring_workers", "score_timeout_s", "generate_batch_size", "batch_size", "gpus"}
 
 
 def batch_prompts(num_prompts: int, per_step: int, step: int, seed: int) -> list[int]:
@@ -80,13 +81,6 @@ class Run:
         return f"the run stopped without applying it; last good checkpoint: {where}. {fix} and resume with --resume"
 
 
-def alpha_at(cfg: TrainConfig, step: int) -> float:
-    if cfg.bank is None:
-        return 0.0
-    a = cfg.anneal
-    return anneal_rate(step, schedule=a.schedule, t_mix=a.t_mix, initial_rate=a.initial_rate, floor=a.floor)
-
-
 def run_train(cfg: TrainConfig, *, resume: bool = False, echo=print, progress: bool = True) -> dict:
     """Train for `cfg.steps` steps (continuing from the latest checkpoint with `resume`),
     in this process or, launched by torchrun, as one of its ranks."""
@@ -110,7 +104,7 @@ def run_train(cfg: TrainConfig, *, resume: bool = False, echo=print, progress: b
 def _train(cfg: TrainConfig, d: Dist, resume: bool, echo, progress: bool) -> dict:
     from tqdm import tqdm
 
-    from stage2_train.evaluate import Evaluator
+    from stage2_train.held_out import Evaluator
 
     out = Path(cfg.out_dir)
     d.from_main(lambda: _claim_out_dir(cfg, out, resume, write=False))  # refuse before the slow setup

@@ -185,6 +185,10 @@ CASES = {
     "params-wrong-enum": (lambda w, t: train(w, t, **{"loss.baseline": "median"}),
                           "train.loss.baseline: 'median' is not one of 'group', 'online'"),
     "params-invalid-value": (lambda w, t: explore(w, t, samples_per_prompt=0), "samples_per_prompt must be ≥ 1"),
+    "params-renamed-key": (lambda w, t: train(w, t, batch_size=64),
+                           "train.batch_size: renamed to generate_batch_size (same meaning); set that key instead"),
+    "params-file-renamed-key": (params_file("evaluate:\n  batch_size: 8\n", "evaluate"),
+                                "evaluate.batch_size: renamed to generate_batch_size"),
     "params-set-without-value": (lambda w, t: ["explore", "--set", "samples_per_prompt"], "--set 'samples_per_prompt': "
                                  "expected KEY=VALUE"),
     # prompt files

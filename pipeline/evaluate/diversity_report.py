@@ -81,7 +81,7 @@ def _masks(col: dict) -> dict[str, np.ndarray]:
 def diversity_report(data: dict[str, dict[str, dict]], *, counting: Counting = Counting.ANSWER) -> dict:
     """Curves (from the verifier's verdicts), crossings and distinct-solution summaries
     (under `counting`) by benchmark and subset."""
-    from pipeline.evaluation import powers_of_two
+    from pipeline.sample_score import powers_of_two
     from pipeline.passk import mean_pass_at_k
 
     report: dict = {"models": list(data), "counting": counting.value, "benchmarks": {}}

@@ -120,7 +120,7 @@ def results_table(model: str, benchmark: str, results: Sequence[ProblemResult]) 
 
 def benchmark_metrics(results: Sequence[ProblemResult], ks: Sequence[int]) -> dict:
     """pass@k by subset and the sample statistics of one benchmark."""
-    from pipeline.evaluation import passk_by_subset
+    from pipeline.sample_score import passk_by_subset
 
     n = len(results[0].responses)
     counts = np.array([r.n_correct for r in results])

@@ -3,7 +3,7 @@
 Order of work: `build_plan` checks everything a user can get wrong (the model path,
 every benchmark file and its answers, k ≤ n, the sampling values) without loading a
 model — `--dry-run` stops there and prints the plan. Then the model is loaded once,
-each benchmark is sampled in calls of about `batch_size` sequences (one progress-bar
+each benchmark is sampled in calls of about `generate_batch_size` sequences (one progress-bar
 update per call, seeded by (seed, benchmark, first problem) so a run repeats), scored
 by the verifier in worker processes with a hard timeout, and the outputs are written,
 each atomically: `results.parquet`, `config.json`, `summary.json` and `passk.csv` (the
@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional
 
-from pipeline.data import Problem, load_problems
+from pipeline.data import Problem
 from pipeline.engines import SamplingParams
 from pipeline.errors import UserError
 from pipeline.evaluate.config import EvaluateConfig
@@ -62,8 +62,7 @@ def build_plan(cfg: EvaluateConfig, *, load_hub: bool = True) -> Plan:
         local = Path(path).exists()
         problems = None
         if local or load_hub:
-            problems = tuple(load_problems(path, split=cfg.split, layout=cfg.layout, question_field=cfg.question_field,
-                                           answer_field=cfg.answer_field, id_field=cfg.id_field, limit=cfg.limit))
+            problems = tuple(cfg.load_problems(path))
         benchmarks.append(Benchmark(name, path, problems))
     return Plan(cfg, source, tuple(benchmarks), cfg.sampling(), tuple(cfg.k_values))
 
@@ -101,7 +100,7 @@ def memory_report(plan: Plan, *, dry_run: bool):
                            vllm=resolve_engine_kind(cfg.engine) is EngineKind.VLLM, dtype=cfg.dtype,
                            share=cfg.gpu_memory_utilization, tp=cfg.tensor_parallel_size,
                            max_model_len=cfg.max_model_len, max_new_tokens=cfg.max_new_tokens,
-                           hf_batch=cfg.batch_size, planned=cfg.gpus, dry_run=dry_run)
+                           hf_batch=cfg.generate_batch_size, planned=cfg.gpus, dry_run=dry_run)
 
 
 def run_evaluate(cfg: EvaluateConfig, *, dry_run: bool = False, progress: bool = True, echo=print) -> dict:
@@ -149,13 +148,13 @@ def run_evaluate(cfg: EvaluateConfig, *, dry_run: bool = False, progress: bool =
 def sample_benchmark(engine, tokenizer, bench: Benchmark, cfg: EvaluateConfig, *, scorer: Callable,
                      on_samples: Callable[[int], object] = lambda k: None) -> list[ProblemResult]:
     """`cfg.samples` scored responses for every problem of `bench`, in calls of about
-    `cfg.batch_size` sequences."""
+    `cfg.generate_batch_size` sequences."""
     from pipeline.prompts import encode_prompts, render_problems
 
     problems = list(bench.problems)
     texts = render_problems(tokenizer, problems, template=cfg.template)
     prompt_ids = encode_prompts(tokenizer, texts, template=cfg.template)
-    per_call = max(1, cfg.batch_size // cfg.samples)
+    per_call = max(1, cfg.generate_batch_size // cfg.samples)
     out: list[ProblemResult] = []
     for first in range(0, len(problems), per_call):
         chunk = problems[first : first + per_call]

@@ -153,7 +153,7 @@ def open_engine(cfg, source: ModelSource, tokenizer) -> Iterator[object]:
 
         model = load_merged_model(source, revision=cfg.revision, dtype=cfg.dtype,
                                   trust_remote_code=cfg.trust_remote_code)
-        yield HFEngine(model, tokenizer, batch_size=cfg.batch_size,
+        yield HFEngine(model, tokenizer, batch_size=cfg.generate_batch_size,
                        stop_token_ids=engine_stop_ids(model, tokenizer, cfg.stop_token_ids))
         return
     from pipeline.engines.vllm import VLLMEngine

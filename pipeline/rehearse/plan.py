@@ -58,7 +58,7 @@ def _on_cpu(section: dict[str, Any], caps: Caps) -> None:
     section.update(engine="hf", dtype="float32")
     if "scoring_workers" in section:
         section["scoring_workers"] = min(int(section["scoring_workers"]), caps.scoring_workers)
-    for key in ("gpu_memory_utilization", "tensor_parallel_size", "batch_size"):
+    for key in ("gpu_memory_utilization", "tensor_parallel_size", "generate_batch_size"):
         section.pop(key, None)
 
 

@@ -160,7 +160,7 @@ def _member_job(cfg: PrepareConfig, name: str, recipe: MemberRecipe, out_dir: Pa
 
     from pipeline.engines import SamplingParams
     from pipeline.engines.hf import HFEngine
-    from pipeline.evaluation import correct_counts
+    from pipeline.sample_score import correct_counts
     from pipeline.testbed.model import ModelShape, build_model, count_parameters
     from pipeline.testbed.sft import train_sft
     from pipeline.testbed.tokenizer import build_char_tokenizer
@@ -194,7 +194,7 @@ def _member_job(cfg: PrepareConfig, name: str, recipe: MemberRecipe, out_dir: Pa
 
 
 def _report(cfg: PrepareConfig, test: list[Problem], results: dict, *, wall_s: float) -> dict:
-    from pipeline.evaluation import passk_by_subset, powers_of_two
+    from pipeline.sample_score import passk_by_subset, powers_of_two
     from pipeline.passk import crossover_k
 
     flawed = np.array([bool(p.meta["flawed"]) for p in test])

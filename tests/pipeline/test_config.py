@@ -110,3 +110,32 @@ def test_shipped_params_yaml_builds_prepare_config():
     root = Path(__file__).resolve().parents[2]
     cfg = load_stage_config(PrepareConfig, "prepare", params_path=root / "params.yaml")
     assert cfg.learner.hidden > cfg.explorer.hidden and cfg.task.flaw_offset == 10
+
+
+@dataclass(frozen=True)
+class Generates:
+    generate_batch_size: int = 8
+
+
+@dataclass(frozen=True)
+class OwnBatch:  # a section whose own key is `batch_size` (e.g. prepare.sft)
+    batch_size: int = 8
+
+
+def test_a_renamed_key_is_refused_with_its_new_name(tmp_path):
+    from pipeline.config import RENAMED_KEYS
+
+    assert RENAMED_KEYS["batch_size"] == "generate_batch_size"
+    p, empty = tmp_path / "params.yaml", tmp_path / "empty.yaml"
+    p.write_text("mine:\n  batch_size: 64\n")
+    empty.write_text("mine: {}\n")
+    for path, overrides in ((p, []), (empty, ["batch_size=64"])):  # in the file, or by --set
+        with pytest.raises(UserError) as err:
+            load_stage_config(Generates, "mine", params_path=path, overrides=overrides)
+        assert str(err.value) == (f"{path}: mine.batch_size: renamed to generate_batch_size (same meaning); "
+                                  "set that key instead")
+    # only where the new name is a key of the section: elsewhere batch_size is an ordinary key or unknown
+    assert load_stage_config(OwnBatch, "mine", params_path=p) == OwnBatch(batch_size=64)
+    with pytest.raises(UserError, match="mine.batch_size: unknown key; valid keys are"):
+        load_stage_config(Inner, "mine", params_path=p)
+    assert load_stage_config(Generates, "x", params_path=p, overrides=["generate_batch_size=3"]) == Generates(3)

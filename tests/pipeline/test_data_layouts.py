@@ -231,7 +231,7 @@ def test_evaluate_and_periodic_eval_send_the_system_turn(qwen3, tmp_path):
     from pipeline.engines import SamplingParams
     from pipeline.evaluate.config import EvaluateConfig
     from pipeline.evaluate.run import Benchmark, sample_benchmark
-    from pipeline.evaluation import correct_counts
+    from pipeline.sample_score import correct_counts
 
     one_source = [("aime", q, a) for _, q, a in VALIDATION]  # distinct indexes 0..4: loads before and after
     path = tmp_path / "one.jsonl"

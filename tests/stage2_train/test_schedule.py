@@ -65,3 +65,19 @@ def test_bad_arguments():
         anneal_rate(1, schedule=Schedule.LINEAR, t_mix=5, initial_rate=1.5)
     with pytest.raises(ValueError):
         bank_count(-0.1, 8)
+
+
+def test_alpha_at_is_the_configs_schedule_and_zero_without_a_bank():
+    import dataclasses
+
+    from stage2_train import trainer
+    from stage2_train.config import AnnealConfig, TrainConfig, alpha_at
+
+    cfg = TrainConfig(steps=10, anneal=AnnealConfig(schedule=Schedule.LINEAR, t_mix=5))
+    assert [alpha_at(cfg, i) for i in (1, 3, 5, 9)] == [1.0, pytest.approx(0.5), 0.0, 0.0]
+    assert cfg.uses_bank
+    grpo = dataclasses.replace(cfg, anneal=AnnealConfig(schedule=Schedule.CONSTANT, initial_rate=0.0))
+    no_bank = dataclasses.replace(cfg, bank=None)
+    assert all(alpha_at(c, i) == 0.0 for c in (grpo, no_bank) for i in range(1, 11))
+    assert not grpo.uses_bank and not no_bank.uses_bank
+    assert trainer.alpha_at is alpha_at  # one home: the trainer's α is the config's

@@ -36,7 +36,7 @@ class ScriptedEngine:
 
 
 def test_sampling_and_scoring_give_the_hand_computed_counts(eval_world, char_tokenizer):
-    cfg = EvaluateConfig(samples=4, batch_size=8, scoring_workers=0)
+    cfg = EvaluateConfig(samples=4, generate_batch_size=8, scoring_workers=0)
     engine = ScriptedEngine(char_tokenizer)
     bench = Benchmark("testbed", str(eval_world["test"]), tuple(eval_world["problems"]))
     seen = []

@@ -1,8 +1,10 @@
-"""Sample-and-score evaluation: per-problem correct counts and pass@k tables.
+"""Sample and score: per-problem correct counts and pass@k tables, for any engine.
 
-Used by `prepare` (the family's pass@k table), and by evaluation of any model: the
-engine samples `params.n` responses per problem, the verifier scores them against
-the problem's answer, and pass@k is the unbiased estimator over problems.
+The shared primitive of every evaluation: `prepare` (the family's pass@k table),
+`s2lpo evaluate` (pipeline.evaluate) and the trainer's held-out evaluation
+(stage2_train.held_out). The engine samples `params.n` responses per problem, the
+verifier scores them against the problem's answer, and pass@k is the unbiased
+estimator over problems (pipeline.passk).
 """
 
 from __future__ import annotations

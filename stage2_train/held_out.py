@@ -1,5 +1,10 @@
 """Periodic held-out evaluation during training: pass@1 and pass@k by subset.
 
+Not `s2lpo evaluate` (pipeline.evaluate, a finished model on benchmark files): this runs
+inside `s2lpo train` on the learner's own rollout engine, every `eval.every` steps.
+Both count correct samples and tabulate pass@k with `pipeline.sample_score`, and resolve
+their sampling preset the same way (pipeline.config_blocks.PresetSampling).
+
 Subsets come from the problems' `meta.flawed` flag when present (the testbed's planted
 flaw): `all`, `flawed` and `rest`. The sampling seed is the same at every evaluation and
 in every run with the same seed, so curves of different methods share their noise.
@@ -12,12 +17,13 @@ from __future__ import annotations
 import numpy as np
 
 from pipeline.data import load_problems
-from pipeline.engines import SamplingParams
-from pipeline.evaluation import correct_counts, passk_by_subset, powers_of_two
+from pipeline.sample_score import correct_counts, passk_by_subset, powers_of_two
 from stage2_train.rollout import step_seed
 
 
 class Evaluator:
+    """The held-out problems of `cfg.eval`, their subsets, and their pass@k at a step."""
+
     def __init__(self, cfg, run) -> None:
         self.cfg, self.run = cfg, run
         ev = cfg.eval
@@ -31,8 +37,7 @@ class Evaluator:
         if not self.problems:
             return {}
         ev = self.cfg.eval
-        params = SamplingParams(n=ev.samples, temperature=ev.temperature, top_p=ev.top_p, top_k=ev.top_k,
-                                max_new_tokens=ev.max_new_tokens, seed=step_seed(self.cfg.seed, 0, "eval"))
+        params = ev.sampling(seed=step_seed(self.cfg.seed, 0, "eval"))
         d = self.run.dist
         block = d.rollout_range(len(self.problems))
         mine = self.problems[block.start : block.stop]
