@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from pipeline.errors import UserError
-from stage2_train.trainer import run_train, setup
+from stage2_train.setup_run import setup
+from stage2_train.trainer import run_train
 
 pytestmark = pytest.mark.slow
 
@@ -75,9 +76,9 @@ def test_a_chat_template_that_writes_the_bos_gets_it_once(train_world, tmp_path)
     run = setup(cfg, echo=lambda *_: None)
     bos = tok.bos_token_id
     assert tok("x", add_special_tokens=True)["input_ids"][0] == bos  # the tokenizer adds one
-    first = run.prompt_token_ids[0]
+    first = run.rollouts.prompt_ids[0]
     assert first[0] == bos and first[1] != bos
-    assert all(ids.count(bos) == 1 for ids in run.prompt_token_ids)
-    assert first == tok(tok.apply_chat_template([{"role": "user", "content": run.problems[0].question}],
+    assert all(ids.count(bos) == 1 for ids in run.rollouts.prompt_ids)
+    assert first == tok(tok.apply_chat_template([{"role": "user", "content": run.rollouts.problems[0].question}],
                                                 tokenize=False, add_generation_prompt=True),
                         add_special_tokens=False)["input_ids"]

@@ -69,14 +69,15 @@ def _config(world, out, **changes):
 
 
 def test_setup_keeps_only_the_band(graded_world, tmp_path):
-    from stage2_train.trainer import setup
+    from stage2_train.setup_run import setup
 
     run = setup(_config(graded_world, tmp_path / "a", bank_pass_band=(0.25, 0.75)), echo=lambda *_: None)
-    assert [p.id for p in run.problems] == ["p001", "p002", "p003", "p006", "p007", "p008"]
-    texts = [run.tokenizer.decode(ids, skip_special_tokens=True) for ids in run.prompt_token_ids]
-    assert texts == [p.question + "=" for p in run.problems]  # token ids follow their problems
-    assert run.reader is not None and len(run.pool) == 10  # S2L-PO still draws from the whole index
-    run.reader.close()
+    ro = run.rollouts
+    assert [p.id for p in ro.problems] == ["p001", "p002", "p003", "p006", "p007", "p008"]
+    texts = [run.learner.tokenizer.decode(ids, skip_special_tokens=True) for ids in ro.prompt_ids]
+    assert texts == [p.question + "=" for p in ro.problems]  # token ids follow their problems
+    assert ro.reader is not None and len(ro.pool) == 10  # S2L-PO still draws from the whole index
+    ro.reader.close()
     from stage2_train.config import AnnealConfig
     from stage2_train.schedule import Schedule
 

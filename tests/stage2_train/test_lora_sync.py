@@ -7,7 +7,7 @@ import copy
 
 import torch
 
-from stage2_train.models import merged_state_dict
+from stage2_train.learner import merged_state_dict
 
 
 def _bf16_lora(char_tokenizer):
