@@ -84,8 +84,8 @@ def test_setup_keeps_only_the_band(graded_world, tmp_path):
     grpo_anneal = AnnealConfig(schedule=Schedule.CONSTANT, initial_rate=0.0)
     grpo = setup(_config(graded_world, tmp_path / "b", bank_pass_band=(1.0, 1.0), anneal=grpo_anneal),
                  echo=lambda *_: None)
-    assert [p.id for p in grpo.problems] == ["p004", "p009"]
-    assert grpo.reader is None and grpo.pool == {}  # plain GRPO on the band: the bank is not read again
+    assert [p.id for p in grpo.rollouts.problems] == ["p004", "p009"]
+    assert grpo.rollouts.reader is None and grpo.rollouts.pool == {}  # GRPO on the band: the bank is not read again
     with pytest.raises(UserError, match=r"train.bank_pass_band \[0.8, 0.9\]: no training prompt"):
         setup(_config(graded_world, tmp_path / "c", bank_pass_band=(0.8, 0.9)), echo=lambda *_: None)
 
