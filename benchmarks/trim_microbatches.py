@@ -46,17 +46,17 @@ def in_order(lengths, size: int):
 @contextlib.contextmanager
 def variant(name: str):
     """Run the stage-2 code as it was (`untrimmed`), trimmed only, or trimmed + sorted (now)."""
-    from stage2_train import policy, step
+    from stage2_train import policy, ppo
 
-    saved = policy.Packed.select, policy.micro_batches, step.micro_batches
+    saved = policy.Packed.select, policy.micro_batches, ppo.micro_batches
     if name in ("untrimmed", "trimmed"):
-        policy.micro_batches = step.micro_batches = in_order
+        policy.micro_batches = ppo.micro_batches = in_order
     if name == "untrimmed":
         policy.Packed.select = untrimmed_select
     try:
         yield
     finally:
-        policy.Packed.select, policy.micro_batches, step.micro_batches = saved
+        policy.Packed.select, policy.micro_batches, ppo.micro_batches = saved
 
 
 def build(args):
@@ -93,7 +93,6 @@ def time_update(model, batch, micro: int) -> tuple[float, float]:
 
     from stage2_train import ppo, rl_math
     from stage2_train.config import TrainConfig
-    from stage2_train.policy import micro_batches
 
     cfg = TrainConfig()
     n = len(batch.input_ids)
@@ -102,7 +101,7 @@ def time_update(model, batch, micro: int) -> tuple[float, float]:
     norm = rl_math.loss_normaliser(batch.response_mask, cfg.loss.aggregation, max_len=cfg.max_new_tokens)
     sums = {k: 0.0 for k in ("kl", "tokens", "loss", "entropy", "clip", "dual_clip")}
     t, loss = time.process_time(), 0.0
-    for part in micro_batches(batch.lengths, micro):
+    for part in ppo.micro_batches(batch.lengths, micro):
         value = ppo._micro_loss(model, inputs.select(part), cfg.loss, norm, sums)
         value.backward()
         loss += float(value.detach())
