@@ -49,8 +49,8 @@ class OldLogprobs:
         self.moved = False
 
     @classmethod
-    def compute(cls, model: torch.nn.Module, batch: Packed, micro_batch_size: int, *, pending: torch.Tensor | None = None,
-                calls: int = 0) -> "OldLogprobs":
+    def compute(cls, model: torch.nn.Module, batch: Packed, micro_batch_size: int, *,
+                pending: torch.Tensor | None = None, calls: int = 0) -> "OldLogprobs":
         values = batched_logprobs(model, batch, micro_batch_size, skip=pending, calls=calls)
         return cls(values, pending)
 

@@ -1,11 +1,13 @@
-"""One training step, in the order of the paper's Algorithm 1 (METHOD §2):
+"""One training step, in the order of the paper's Algorithm 1 (METHOD §2), and where each line is:
 
-    α_i ← schedule(i)                                   alpha_at
-    plan: per prompt G_w = ⌈α_i·G⌉ bank rows, G_s = G − G_w online    groups.plan_groups
-    sample the G_s online responses, score them         _sample_online
-    read (and, for another verifier, re-score) the bank rows, assemble groups of G
-    old log-probs (and reference log-probs) from the learner for all G
-    Â over each group → PPO epochs: PPO-clip + dual clip + k3 KL, token-mean → AdamW (clip 1.0)
+    α_i ← schedule(i)                                               alpha_at
+    per prompt G_w = ⌈α_i·G⌉ bank rows, G_s = G − G_w online        collect → groups.plan_groups
+    sample the G_s online responses; score them                     collect → _sample_online
+    read the bank rows (re-scored if another verifier filled it)    collect → _read_bank
+    assemble the groups of G, bank members first                    collect → rollout.assemble
+    Â over each group (std with Bessel's correction)                update → rl_math
+    old log-probs (and reference log-probs) for all G               update → _old_and_reference
+    PPO epochs: PPO-clip + dual clip + k3 KL, token-mean → AdamW    update → ppo.ppo_epochs
 
 `train_step` runs one step; `collect` builds the groups, `update` optimises on them.
 Variants are chosen once, each a small function: the mixing scheme (`SCHEMES`: the
