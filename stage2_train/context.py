@@ -23,6 +23,7 @@ from stage2_train.distributed import Dist
 from stage2_train.policy import Packed, batched_logprobs
 
 if TYPE_CHECKING:
+    from peft import PeftModel
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
     from pipeline.bank.reader import BankReader
@@ -39,7 +40,7 @@ class Learner:
     the parameters AdamW updates; `reference` π_ref, None under LoRA (the base model with the
     adapter disabled is the reference) or without a KL term."""
 
-    model: PreTrainedModel
+    model: PreTrainedModel | PeftModel
     train_model: torch.nn.Module
     trainable: list[torch.nn.Parameter]
     optimizer: torch.optim.Optimizer
