@@ -157,7 +157,8 @@ def bench_step(args, steps: list[int]) -> None:
     import stage2_train.step as step_module
     from pipeline.config import load_stage_config
     from stage2_train.config import TrainConfig
-    from stage2_train.trainer import _prefetch_bank, alpha_at, setup, train_step
+    from stage2_train.setup_run import setup
+    from stage2_train.step import alpha_at, prefetch_bank, train_step
 
     if not os.path.exists(f"{args.bank}/bank.json"):
         print(f"stage-2 steps: skipped (no bank at {args.bank}; run `s2lpo explore` first)")
@@ -182,7 +183,7 @@ def bench_step(args, steps: list[int]) -> None:
             if step > 1:  # as in a run: step − 1 prefetches step's bank row groups while it trains
                 train_step(run, step - 1)
             else:  # as in a run: setup prefetches step 1's while step 0 is evaluated
-                _prefetch_bank(run, 1)
+                prefetch_bank(run, 1)
                 time.sleep(0.5)
             spent.clear()
             c0 = time.process_time()

@@ -100,7 +100,7 @@ def forward_flops(shape: tuple[int, int, int], lengths: list[int]) -> float:
 def s2lpo_run(family: str, out: str, threads: int, *, bank: str | None, random_init: bool):
     from pipeline.config import load_stage_config
     from stage2_train.config import TrainConfig
-    from stage2_train.trainer import setup
+    from stage2_train.setup_run import setup
 
     sets = [f"prompts={family}/train.jsonl", f"learner={family}/learner", f"out_dir={out}", "eval.every=0",
             f"prompts_per_step={PROMPTS}", f"group_size={G}", f"max_new_tokens={MAX_NEW}",
@@ -111,9 +111,9 @@ def s2lpo_run(family: str, out: str, threads: int, *, bank: str | None, random_i
     cfg = load_stage_config(TrainConfig, "train", params_path="params.yaml", overrides=sets)
     run = setup(cfg, echo=lambda *_: None)
     if random_init:
-        _reinit(run.model, seed=0)
-        if run.ref_model is not None:
-            run.ref_model.load_state_dict(run.model.state_dict())
+        _reinit(run.learner.model, seed=0)
+        if run.learner.reference is not None:
+            run.learner.reference.load_state_dict(run.learner.model.state_dict())
     return run
 
 
@@ -212,7 +212,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     from transformers import PrinterCallback
 
-    from stage2_train.trainer import train_step
+    from stage2_train.step import train_step
 
     tmp = tempfile.mkdtemp(prefix="bench-trl-")
     peak = matmul_peak(args.threads)
@@ -220,7 +220,7 @@ def main() -> None:
     if not args.no_bank:
         runs["s2lpo+bank"] = s2lpo_run(args.family, f"{tmp}/s2lpo", args.threads, bank=args.bank,
                                        random_init=args.random_init)
-    shape = model_shape(runs["s2lpo"].model)
+    shape = model_shape(runs["s2lpo"].learner.model)
     times: dict[str, list[float]] = {"trl": [], **{k: [] for k in runs}}
     parts: dict[str, list[dict]] = {k: [] for k in runs}
     flops: list[tuple[float, float]] = []  # (training-phase FLOPs, training-phase seconds) of s2lpo steps
@@ -260,7 +260,7 @@ def _sequence_lengths(run, stats: dict) -> list[int]:
     """Real (prompt + response) lengths of the step's rows: mean response length × rows
     with the prompts' own lengths (the FLOP count needs only Σlen and Σlen²)."""
     mean_resp = (stats["tokens/online"] + stats["tokens/bank"]) / (PROMPTS * G)
-    prompt = statistics.mean(len(p) for p in run.prompt_token_ids[:PROMPTS])
+    prompt = statistics.mean(len(p) for p in run.rollouts.prompt_ids[:PROMPTS])
     return [int(round(prompt + mean_resp))] * (PROMPTS * G)
 
 

@@ -9,7 +9,7 @@ row, and a mini-batch of several micro-batches takes its rows longest first
 
 Timed, side by side in one process, alternating the variants round by round:
 - the no-grad pass (old / reference log-probs: `batched_logprobs` over every row), and
-- one mini-batch's training forward + backward (`step._micro_loss` on each micro-batch,
+- one mini-batch's training forward + backward (`ppo._micro_loss` on each micro-batch,
   the mini-batch's normaliser), the same loss and gradient up to float rounding;
 with a random Qwen3 (`--layers`, `--hidden`, `--vocab`) on the CPU, fp32, one thread.
 Printed: median CPU seconds per variant (process time: the work, not the machine's load)
@@ -24,7 +24,6 @@ import argparse
 import contextlib
 import statistics
 import time
-import types
 
 import torch  # noqa: F401 - the benchmark is torch throughout
 
@@ -47,17 +46,17 @@ def in_order(lengths, size: int):
 @contextlib.contextmanager
 def variant(name: str):
     """Run the stage-2 code as it was (`untrimmed`), trimmed only, or trimmed + sorted (now)."""
-    from stage2_train import policy, step
+    from stage2_train import policy, ppo
 
-    saved = policy.Packed.select, policy.micro_batches, step.micro_batches
+    saved = policy.Packed.select, policy.micro_batches, ppo.micro_batches
     if name in ("untrimmed", "trimmed"):
-        policy.micro_batches = step.micro_batches = in_order
+        policy.micro_batches = ppo.micro_batches = in_order
     if name == "untrimmed":
         policy.Packed.select = untrimmed_select
     try:
         yield
     finally:
-        policy.Packed.select, policy.micro_batches, step.micro_batches = saved
+        policy.Packed.select, policy.micro_batches, ppo.micro_batches = saved
 
 
 def build(args):
@@ -74,7 +73,7 @@ def build(args):
     model = Qwen3ForCausalLM(cfg).train()
     gen = torch.Generator().manual_seed(1)
     lengths = torch.randint(args.min_response, args.max_response + 1, (args.rows,), generator=gen).tolist()
-    rows = [Response(i // 8, tuple(torch.randint(1, args.vocab, (args.prompt,), generator=gen).tolist()),
+    rows = [Response(tuple(torch.randint(1, args.vocab, (args.prompt,), generator=gen).tolist()),
                      tuple(torch.randint(1, args.vocab, (k,), generator=gen).tolist()), "", 0.0, False, i % 2 == 0,
                      False) for i, k in enumerate(lengths)]
     return model, pack(rows, 0), lengths
@@ -92,19 +91,18 @@ def time_update(model, batch, micro: int) -> tuple[float, float]:
     """Forward + backward of one mini-batch (all rows) in micro-batches; (seconds, loss)."""
     import torch
 
-    from stage2_train import rl_math, step
+    from stage2_train import ppo, rl_math
     from stage2_train.config import TrainConfig
 
     cfg = TrainConfig()
     n = len(batch.input_ids)
-    old = step.OldLogprobs(torch.zeros(batch.response_mask.shape))
-    inputs = step.LossInputs(batch, torch.arange(n), old, torch.linspace(-1, 1, n), torch.zeros(batch.response_mask.shape))
-    run = types.SimpleNamespace(cfg=cfg, train_model=model)
+    old = ppo.OldLogprobs(torch.zeros(batch.response_mask.shape))
+    inputs = ppo.LossInputs(batch, torch.arange(n), old, torch.linspace(-1, 1, n), torch.zeros(batch.response_mask.shape))
     norm = rl_math.loss_normaliser(batch.response_mask, cfg.loss.aggregation, max_len=cfg.max_new_tokens)
     sums = {k: 0.0 for k in ("kl", "tokens", "loss", "entropy", "clip", "dual_clip")}
     t, loss = time.process_time(), 0.0
-    for part in step.micro_batches(batch.lengths, micro):
-        value = step._micro_loss(run, inputs.select(part), norm, sums)
+    for part in ppo.micro_batches(batch.lengths, micro):
+        value = ppo._micro_loss(model, inputs.select(part), cfg.loss, norm, sums)
         value.backward()
         loss += float(value.detach())
     model.zero_grad(set_to_none=True)

@@ -30,6 +30,7 @@ import importlib.metadata
 import math
 import re
 import threading
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 
@@ -66,6 +67,10 @@ class Score:
     correct: bool
     extracted: str | None
     timed_out: bool
+
+
+Scorer = Callable[[Sequence[str], Sequence[str]], list[Score]]
+"""What scores a batch: (responses, golds) → one `Score` each, in order (`ScoringPool.score`)."""
 
 
 # --------------------------------------------------------------------------- extraction

@@ -106,7 +106,7 @@ class TrainConfig(Scoring, EngineSettings, Sampling, PromptSource):
     scoring_workers: int = 0  # 0 = score in this process (trusted, short outputs: the testbed)
     prompts: str = "data/testbed/train.jsonl"  # the bank's prompts (or a subset of them)
     learner: str = "data/testbed/learner"  # local directory or hub id (e.g. Qwen/Qwen3-8B-Base)
-    template: str = "{question}="  # must equal the bank's
+    template: Optional[str] = None  # None = the bank's (bank.json template.text; "{question}=" with bank: null); another is refused
     bank: Optional[str] = "data/bank"  # None = plain GRPO without a bank
     out_dir: str = "data/train"
     steps: int = 80

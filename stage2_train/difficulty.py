@@ -9,11 +9,15 @@ rate and are dropped when a band is set. Pure functions; `apply_pass_band` is th
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from pipeline.errors import UserError
+
+if TYPE_CHECKING:
+    from stage2_train.context import Rollouts
 
 
 def pass_rates(pool: Mapping[str, np.ndarray], correct: np.ndarray) -> dict[str, float]:
@@ -29,13 +33,13 @@ def in_band(prompt_ids: Sequence[str], rates: Mapping[str, float], band: tuple[f
             if pid in rates and low - eps <= rates[pid] <= high + eps]
 
 
-def apply_pass_band(run, band: tuple[float, float], *, echo=print) -> None:
-    """Restrict `run.problems` (and their token ids) to the band, using `run.reader`'s index."""
-    rates = pass_rates(run.reader.pool, run.reader.correct)
-    keep = in_band([p.id for p in run.problems], rates, band)
+def apply_pass_band(rollouts: Rollouts, band: tuple[float, float], *, echo: Callable[[str], None] = print) -> None:
+    """Restrict `rollouts.problems` (and their token ids) to the band, using `rollouts.reader`'s index."""
+    rates = pass_rates(rollouts.reader.pool, rollouts.reader.correct)
+    keep = in_band([p.id for p in rollouts.problems], rates, band)
     if not keep:
         raise UserError(f"train.bank_pass_band {list(band)}: no training prompt's explorer pass rate lies in it; "
                         "widen the band (`s2lpo bank info` shows the bank's pass-rate histogram)")
-    echo(f"train: bank_pass_band {list(band)} keeps {len(keep)} of {len(run.problems)} prompts")
-    run.problems = [run.problems[i] for i in keep]
-    run.prompt_token_ids = [run.prompt_token_ids[i] for i in keep]
+    echo(f"train: bank_pass_band {list(band)} keeps {len(keep)} of {len(rollouts.problems)} prompts")
+    rollouts.problems = [rollouts.problems[i] for i in keep]
+    rollouts.prompt_ids = [rollouts.prompt_ids[i] for i in keep]

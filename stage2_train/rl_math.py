@@ -15,7 +15,9 @@ How the defaults follow the paper (METHOD §2) and where the options come from:
 - bank-token correction: none (paper: old log-probs are recomputed by the learner, so
   the objective is exactly GRPO's); a truncated importance weight min(π_old/π_explorer, C)
   (truncated IS, Ionides 2008 / IMPALA-style truncation); LUFFY's policy shaping
-  f(π) = π/(π+γ) in place of the clipped ratio (Yan et al. 2025).
+  f(π) = π/(π+γ) in place of the clipped ratio (Yan et al. 2025). `BANK_CORRECTIONS`
+  maps each to its `compute_bank_terms_<variant>` (the extra inputs of the policy loss):
+  a new variant is one function and one entry there.
 - KL: k3 estimator exp(r) − r − 1 with r = log π_ref − log π_θ (Schulman 2020), ≥ 0.
 - aggregation: token-mean (paper, DAPO), sequence-mean (original GRPO), or Dr.GRPO's
   constant normaliser (sum over tokens / (N · max_len)).
@@ -24,6 +26,7 @@ How the defaults follow the paper (METHOD §2) and where the options come from:
 from __future__ import annotations
 
 import enum
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -46,6 +49,12 @@ class BankCorrection(enum.Enum):
     NONE = "none"  # paper
     TRUNCATED_IS = "truncated-is"  # weight bank tokens by min(π_old/π_explorer, C)
     LUFFY = "luffy"  # policy shaping f(π) = π/(π+γ) on bank tokens
+
+
+def baseline_mask(baseline: Baseline, online: Tensor) -> Tensor | None:
+    """The `baseline_mask` of `compute_group_advantages` for `baseline`; `online` (P, G) is
+    True on on-policy members. None = the whole group."""
+    return online if baseline is Baseline.ONLINE else None
 
 
 def compute_group_advantages(rewards: Tensor, *, baseline_mask: Tensor | None = None,
@@ -140,6 +149,54 @@ def compute_truncated_is_weights(old_logp: Tensor, explorer_logp: Tensor, is_ban
     whose log-probs are raw (made before bank.json recorded `logprobs: sampling`)."""
     w = torch.exp((old_logp - explorer_logp).clamp(max=20.0)).clamp(max=cap)
     return torch.where(is_bank.unsqueeze(1), w, torch.ones_like(w)).detach()
+
+
+@dataclass(frozen=True)
+class BankTerms:
+    """What a bank correction adds to `compute_policy_loss`, (N, T) each; None = not used."""
+
+    token_weights: Tensor | None = None
+    shaped: Tensor | None = None
+
+
+def compute_bank_terms_none(old_logp: Tensor | None, explorer_logp: Tensor, is_bank: Tensor, mask: Tensor, *,
+                            cap: float) -> BankTerms:
+    """Paper: bank tokens enter the loss as online ones do (π_old is the learner's)."""
+    return BankTerms()
+
+
+def compute_bank_terms_truncated_is(old_logp: Tensor | None, explorer_logp: Tensor, is_bank: Tensor, mask: Tensor, *,
+                                    cap: float) -> BankTerms:
+    """Token weights min(π_old/π_explorer, C) on bank responses (`compute_truncated_is_weights`)."""
+    if old_logp is None:
+        raise ValueError("truncated IS weights need every row's old log-probs")
+    return BankTerms(token_weights=compute_truncated_is_weights(old_logp, explorer_logp, is_bank, cap=cap))
+
+
+def compute_bank_terms_luffy(old_logp: Tensor | None, explorer_logp: Tensor, is_bank: Tensor, mask: Tensor, *,
+                             cap: float) -> BankTerms:
+    """LUFFY's shaped objective on every real token of a bank response: (N, T) bool."""
+    return BankTerms(shaped=is_bank.unsqueeze(1).expand_as(mask) & (mask > 0))
+
+
+@dataclass(frozen=True)
+class BankCorrectionVariant:
+    """One bank correction: its loss terms, from (old log-probs or None, explorer log-probs
+    (N, T), is_bank (N,), mask (N, T), cap); whether those need every row's old log-probs
+    before the first update (then none may come from the training forward); whether they
+    divide by the explorer's log-probs (the bank must store the sampling distribution's)."""
+
+    terms: Callable[..., BankTerms]
+    needs_old_logprobs: bool = False
+    uses_explorer_logprobs: bool = False
+
+
+BANK_CORRECTIONS: dict[BankCorrection, BankCorrectionVariant] = {
+    BankCorrection.NONE: BankCorrectionVariant(compute_bank_terms_none),
+    BankCorrection.TRUNCATED_IS: BankCorrectionVariant(compute_bank_terms_truncated_is, needs_old_logprobs=True,
+                                                       uses_explorer_logprobs=True),
+    BankCorrection.LUFFY: BankCorrectionVariant(compute_bank_terms_luffy),
+}
 
 
 def loss_normaliser(mask: Tensor, aggregation: Aggregation, *, max_len: int) -> float:

@@ -11,19 +11,24 @@ import hashlib
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from pipeline.engines import Engine, SamplingParams
-from pipeline.errors import UserError
+from pipeline.bank.for_training import check_prompt_ids
+from pipeline.engines import Completion, SamplingParams
 from pipeline.rewards import TruncatedReward, apply_truncated_reward
+from pipeline.verifier import Scorer
+
+if TYPE_CHECKING:
+    from pipeline.bank.reader import BankReader
+    from stage2_train.rollout_engines import RolloutEngine
 
 
 @dataclass(frozen=True)
 class Response:
     """One member of a group. `explorer_logprobs` is set for bank rows only."""
 
-    group: int
     prompt_ids: tuple[int, ...]
     token_ids: tuple[int, ...]
     text: str
@@ -39,14 +44,14 @@ def step_seed(seed: int, step: int, purpose: str) -> int:
     return int.from_bytes(hashlib.sha256(f"{seed}:{step}:{purpose}".encode()).digest()[:4], "big") >> 1
 
 
-def sample_online(engine: Engine, prompt_ids: Sequence[Sequence[int]], counts: Sequence[int],
-                  params: SamplingParams) -> list[list]:
+def sample_online(engine: RolloutEngine, prompt_ids: Sequence[Sequence[int]], counts: Sequence[int],
+                  params: SamplingParams) -> list[list[Completion]]:
     """`counts[p]` completions for prompt p (one engine call per distinct count)."""
     by_count: dict[int, list[int]] = {}
     for p, n in enumerate(counts):
         if n > 0:
             by_count.setdefault(n, []).append(p)
-    out: list[list] = [[] for _ in counts]
+    out: list[list[Completion]] = [[] for _ in counts]
     for n, ps in sorted(by_count.items()):
         call = SamplingParams(n=n, temperature=params.temperature, top_p=params.top_p, top_k=params.top_k,
                               max_new_tokens=params.max_new_tokens, seed=params.seed + n)
@@ -55,7 +60,8 @@ def sample_online(engine: Engine, prompt_ids: Sequence[Sequence[int]], counts: S
     return out
 
 
-def online_responses(completions: list[list], prompt_ids, golds: Sequence[str], scorer, *,
+def online_responses(completions: list[list[Completion]], prompt_ids: Sequence[Sequence[int]], golds: Sequence[str],
+                     scorer: Scorer, *,
                      truncated_reward: TruncatedReward = TruncatedReward.VERIFY) -> list[list[Response]]:
     """Score every completion against its prompt's gold answer (truncated ones as
     `truncated_reward` says, pipeline.rewards)."""
@@ -65,30 +71,13 @@ def online_responses(completions: list[list], prompt_ids, golds: Sequence[str], 
               for s, (_, c) in zip(scores, flat)]
     out: list[list[Response]] = [[] for _ in completions]
     for (p, c), s in zip(flat, scores):
-        out[p].append(Response(p, tuple(prompt_ids[p]), tuple(c.token_ids), c.text, float(s.reward), bool(s.correct),
+        out[p].append(Response(tuple(prompt_ids[p]), tuple(c.token_ids), c.text, float(s.reward), bool(s.correct),
                                False, c.finish_reason == "length"))
     return out
 
 
-class PromptMismatch(UserError):
-    """A bank row's stored prompt ids are not the learner's ids of that prompt."""
-
-
-def check_prompt_ids(stored: Sequence[int], mine: Sequence[int], *, prompt: str, row: int, bank: str) -> None:
-    """Refuse, in one line naming the prompt, a bank row whose prompt ids differ from the
-    learner's: its response would be scored and trained after another context."""
-    stored, mine = list(stored), list(mine)
-    if stored == mine:
-        return
-    at = next((i for i, (a, b) in enumerate(zip(stored, mine)) if a != b), min(len(stored), len(mine)))
-    raise PromptMismatch(f"{bank}: row {row} (prompt {prompt}) stores {len(stored)} prompt token ids, the learner "
-                         f"encodes {len(mine)}, first difference at token {at} (bank {stored[at:at + 3]}, learner "
-                         f"{mine[at:at + 3]}); the bank was tokenised differently: re-run `s2lpo explore` with the "
-                         "learner's tokenizer and template")
-
-
-def bank_responses(reader, rows: Sequence[np.ndarray], prompt_ids, golds: Sequence[str], *, names: Sequence[str],
-                   bank: str = "bank", rescore=None,
+def bank_responses(reader: BankReader, rows: Sequence[np.ndarray], prompt_ids: Sequence[Sequence[int]],
+                   golds: Sequence[str], *, names: Sequence[str], bank: str = "bank", rescore: Scorer | None = None,
                    truncated_reward: TruncatedReward = TruncatedReward.VERIFY) -> list[list[Response]]:
     """Read the planned bank rows, refusing one whose stored prompt ids are not `prompt_ids`
     (`names`: the prompts' ids, for the message); `rescore` (a scorer) replaces the cached
@@ -111,7 +100,7 @@ def bank_responses(reader, rows: Sequence[np.ndarray], prompt_ids, golds: Sequen
         rewards = [0.0 if z else r for r, z in zip(rewards, zeroed)]
         correct = [False if z else c for c, z in zip(correct, zeroed)]
     for k, (p, _) in enumerate(flat):
-        out[p].append(Response(p, tuple(prompt_ids[p]), tuple(table["response_token_ids"][k]), table["response"][k],
+        out[p].append(Response(tuple(prompt_ids[p]), tuple(table["response_token_ids"][k]), table["response"][k],
                                float(rewards[k]), bool(correct[k]), True, table["finish_reason"][k] == "length",
                                tuple(table["logprobs"][k])))
     return out

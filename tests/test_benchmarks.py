@@ -47,18 +47,18 @@ def test_train_vs_trl_counts_the_matmul_parameters_and_flops(char_tokenizer):
 def test_trim_microbatches_variants_compute_the_same_loss_and_restore_the_code():
     import argparse
 
-    from stage2_train import policy, step
+    from stage2_train import policy, ppo
 
     bench = _load("trim_microbatches")
     args = argparse.Namespace(rows=6, prompt=4, min_response=2, max_response=40, layers=1, hidden=32, vocab=64)
     model, batch, lengths = bench.build(args)
-    before = policy.Packed.select, policy.micro_batches, step.micro_batches
+    before = policy.Packed.select, policy.micro_batches, ppo.micro_batches
     losses, widths = {}, {}
     for name in ("untrimmed", "trimmed", "trimmed+sorted"):
         with bench.variant(name):
-            widths[name] = [batch.select(m).input_ids.shape[1] for m in step.micro_batches(batch.lengths, 2)]
+            widths[name] = [batch.select(m).input_ids.shape[1] for m in ppo.micro_batches(batch.lengths, 2)]
             losses[name] = bench.time_update(model, batch, 2)[1]
-    assert (policy.Packed.select, policy.micro_batches, step.micro_batches) == before
+    assert (policy.Packed.select, policy.micro_batches, ppo.micro_batches) == before
     full = batch.input_ids.shape[1]
     assert widths["untrimmed"] == [full] * 3 and max(widths["trimmed"]) == full
     assert widths["trimmed+sorted"] == sorted(widths["trimmed+sorted"], reverse=True)

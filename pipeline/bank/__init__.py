@@ -11,4 +11,6 @@ the other. On disk (any pyarrow filesystem URI; a local directory by default):
 Shards are written under a temporary name and renamed; a worker's manifest is replaced
 atomically after each shard and names only complete shards. A kill at any moment leaves
 a valid bank; files that no manifest names are ignored (and cleaned up on resume).
+What training reads of a bank and checks first (tokenizer, template, prompt ids, stop set,
+log-prob convention) is `for_training`.
 """

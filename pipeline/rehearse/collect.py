@@ -72,7 +72,7 @@ def _checks(rows, f, real_stops, recorded, learner, params) -> list[tuple[bool, 
     doubled = [r["prompt_id"] for r in rows if bos is not None and r["prompt_token_ids"][:2] == [bos, bos]]
     checks.append((not doubled, "no prompt starts with a doubled BOS" if not doubled else
                    f"prompt {doubled[0]} starts with BOS twice: the template already adds it"))
-    mine = encode_prompts(learner, [r["prompt"] for r in rows], template=params["train"].get("template", "auto"))
+    mine = encode_prompts(learner, [r["prompt"] for r in rows], template=params["train"].get("template") or params["explore"].get("template", "auto"))
     bad = prompt_id_mismatches(rows, mine)
     checks.append((not bad, "the learner tokenises every bank prompt to the bank's prompt ids" if not bad else
                    f"prompt {bad[0]}: the learner's prompt ids differ from the bank's; use the explorer's tokenizer "

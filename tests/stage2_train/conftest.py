@@ -14,9 +14,10 @@ TEMPLATE = "{question}="
 
 def write_bank(path, problems, tokenizer, *, per_prompt: int = 4, tokenizer_fp: str | None = None,
                right=lambda prompt, sample: sample % 2 == 0, identity_changes: dict | None = None,
-               edit_prompt_ids=None) -> None:
+               edit_prompt_ids=None, template: str = TEMPLATE) -> None:
     """`right(i, s)`: whether sample s of the i-th prompt is correct (default: every other one);
-    `edit_prompt_ids(problem, ids)`, if given, replaces the prompt ids the bank stores."""
+    `edit_prompt_ids(problem, ids)`, if given, replaces the prompt ids the bank stores;
+    `template`: what the explorer rendered the prompts with (bank.json records it)."""
     from pipeline.bank.schema import BankRecord, records_to_table
     from pipeline.bank.store import BankWriter
     from pipeline.models import tokenizer_fingerprint
@@ -25,7 +26,7 @@ def write_bank(path, problems, tokenizer, *, per_prompt: int = 4, tokenizer_fp: 
     from pipeline.verifier import VERIFIER_NAME, VERIFIER_VERSION
 
     identity = {"schema_version": 1, "tokenizer": tokenizer_fp or tokenizer_fingerprint(tokenizer),
-                "template": {"text": TEMPLATE, "fingerprint": template_fingerprint(tokenizer, TEMPLATE)},
+                "template": {"text": template, "fingerprint": template_fingerprint(tokenizer, template)},
                 "verifier": {"name": VERIFIER_NAME, "version": VERIFIER_VERSION}, "test": "hand-written",
                 "sampling": {"stop_token_ids": [tokenizer.eos_token_id]}, "logprobs": "sampling",
                 "truncated_reward": "zero", **(identity_changes or {})}
@@ -33,8 +34,8 @@ def write_bank(path, problems, tokenizer, *, per_prompt: int = 4, tokenizer_fp: 
     records = []
     for i, p in enumerate(problems):
         nums = tuple(int(x) for x in p.question.split("+"))
-        prompt = TEMPLATE.format(question=p.question)
-        prompt_ids = encode_prompts(tokenizer, [prompt], template=TEMPLATE)[0]
+        prompt = template.format(question=p.question)
+        prompt_ids = encode_prompts(tokenizer, [prompt], template=template)[0]
         if edit_prompt_ids is not None:
             prompt_ids = edit_prompt_ids(p, prompt_ids)
         for s in range(per_prompt):

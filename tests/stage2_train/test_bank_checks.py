@@ -55,7 +55,7 @@ def test_bank_rows_follow_the_runs_truncated_reward(tmp_path, char_tokenizer, po
 
 def test_training_sees_the_banks_logprobs_and_stop_set(train_config, train_world, char_tokenizer, tmp_path):
     from pipeline.data import load_problems
-    from stage2_train.models import open_bank_for
+    from stage2_train.setup_run import open_training_bank
 
     from .conftest import write_bank
 
@@ -65,19 +65,19 @@ def test_training_sees_the_banks_logprobs_and_stop_set(train_config, train_world
     tis = dataclasses.replace(train_config(bank=str(tmp_path / "old")).loss, bank_correction=BankCorrection.TRUNCATED_IS)
     lines = []
     with pytest.raises(UserError, match="raw distribution.*truncated IS divides by"):
-        open_bank_for(train_config(bank=str(tmp_path / "old"), loss=tis), char_tokenizer, problems, scorer)
-    open_bank_for(train_config(bank=str(tmp_path / "old")), char_tokenizer, problems, scorer, echo=lines.append)
+        open_training_bank(train_config(bank=str(tmp_path / "old"), loss=tis), char_tokenizer, problems)
+    open_training_bank(train_config(bank=str(tmp_path / "old")), char_tokenizer, problems, echo=lines.append)
     assert lines == [f"warning: {tmp_path / 'old'} does not record its stop tokens (made before s2lpo recorded "
                      f"them); the learner stops on [{eos}]"]
     write_bank(tmp_path / "other", problems, char_tokenizer, identity_changes={"sampling": {"stop_token_ids": [0, eos]}})
     lines.clear()
-    reader, rescorer = open_bank_for(train_config(bank=str(tmp_path / "other"), truncated_reward=TruncatedReward.VERIFY),
-                                     char_tokenizer, problems, scorer, echo=lines.append)
+    bank = open_training_bank(train_config(bank=str(tmp_path / "other"), truncated_reward=TruncatedReward.VERIFY),
+                              char_tokenizer, problems, echo=lines.append)
     assert lines[0].startswith(f"warning: the bank's responses were cut at stop tokens [0, {eos}], the learner's "
                                f"are [{eos}]")
-    assert "re-scoring drawn rows" in lines[1] and rescorer is scorer  # a zero bank, a verify run
-    _, rescorer = open_bank_for(train_config(), char_tokenizer, problems, scorer, echo=lines.append)
-    assert rescorer is None  # the world's bank: same stop set, same policy (zero)
+    assert "re-scoring drawn rows" in lines[1] and bank.rescore  # a zero bank, a verify run
+    bank = open_training_bank(train_config(), char_tokenizer, problems, echo=lines.append)
+    assert not bank.rescore  # the world's bank: same stop set, same policy (zero)
 
 
 def test_zero_keeps_a_non_finite_reward_so_a_broken_verifier_still_stops_the_run():

@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from pipeline.errors import UserError
-from stage2_train.trainer import run_train, setup
+from stage2_train.setup_run import setup
+from stage2_train.trainer import run_train
 
 pytestmark = pytest.mark.slow
 
@@ -75,9 +76,52 @@ def test_a_chat_template_that_writes_the_bos_gets_it_once(train_world, tmp_path)
     run = setup(cfg, echo=lambda *_: None)
     bos = tok.bos_token_id
     assert tok("x", add_special_tokens=True)["input_ids"][0] == bos  # the tokenizer adds one
-    first = run.prompt_token_ids[0]
+    first = run.rollouts.prompt_ids[0]
     assert first[0] == bos and first[1] != bos
-    assert all(ids.count(bos) == 1 for ids in run.prompt_token_ids)
-    assert first == tok(tok.apply_chat_template([{"role": "user", "content": run.problems[0].question}],
+    assert all(ids.count(bos) == 1 for ids in run.rollouts.prompt_ids)
+    assert first == tok(tok.apply_chat_template([{"role": "user", "content": run.rollouts.problems[0].question}],
                                                 tokenize=False, add_generation_prompt=True),
                         add_special_tokens=False)["input_ids"]
+
+
+def test_the_bank_is_the_templates_home(train_config, train_world, char_tokenizer, tmp_path):
+    """train.template unset: the run renders with the template bank.json records (prompts,
+    bank rows and in-training evaluation alike); another template set by hand is refused."""
+    from pipeline.data import load_problems
+    from pipeline.prompts import encode_prompts
+    from stage2_train.metrics import read_jsonl
+
+    from .conftest import write_bank
+
+    problems = load_problems(str(train_world / "train.jsonl"))
+    write_bank(tmp_path / "q", problems, char_tokenizer, template="Q: {question}=")
+    cfg = train_config(bank=str(tmp_path / "q"), template=None, steps=1, out_dir=str(tmp_path / "run"))
+    run = setup(cfg, echo=lambda *_: None)
+    assert run.cfg.template == "Q: {question}="
+    assert run.rollouts.prompt_ids == encode_prompts(char_tokenizer, [f"Q: {p.question}=" for p in problems],
+                                                     template="Q: {question}=")
+    run.rollouts.reader.close()
+    _run(cfg)  # rows drawn, checked against the learner's ids, and the held-out set evaluated with the bank's
+    assert "eval/pass@1" in read_jsonl(tmp_path / "run/metrics.jsonl")[-1]
+    with pytest.raises(UserError, match=r"^\S+q: prompts rendered with template 'Q: \{question\}=', but "
+                                        r"train.template is 'A: \{question\}='; leave train.template unset"):
+        setup(train_config(bank=str(tmp_path / "q"), template="A: {question}="), echo=lambda *_: None)
+
+
+def test_a_run_that_draws_no_bank_rows_still_renders_with_its_banks_template(train_config, train_world,
+                                                                            char_tokenizer, tmp_path):
+    """A GRPO baseline (α = 0) pointed at the S2L-PO arm's bank renders its prompts with that
+    bank's template, so both arms see the same prompts; with bank: null the unset template
+    is '{question}='."""
+    from pipeline.data import load_problems
+    from stage2_train.config import AnnealConfig
+    from stage2_train.schedule import Schedule
+
+    from .conftest import write_bank
+
+    problems = load_problems(str(train_world / "train.jsonl"))
+    write_bank(tmp_path / "q", problems, char_tokenizer, template="Q: {question}=")
+    grpo = AnnealConfig(schedule=Schedule.CONSTANT, initial_rate=0.0)
+    run = setup(train_config(bank=str(tmp_path / "q"), template=None, anneal=grpo), echo=lambda *_: None)
+    assert run.cfg.template == "Q: {question}=" and run.rollouts.reader is None  # the rows are never opened
+    assert setup(train_config(bank=None, template=None), echo=lambda *_: None).cfg.template == "{question}="

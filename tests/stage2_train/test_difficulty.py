@@ -69,22 +69,23 @@ def _config(world, out, **changes):
 
 
 def test_setup_keeps_only_the_band(graded_world, tmp_path):
-    from stage2_train.trainer import setup
+    from stage2_train.setup_run import setup
 
     run = setup(_config(graded_world, tmp_path / "a", bank_pass_band=(0.25, 0.75)), echo=lambda *_: None)
-    assert [p.id for p in run.problems] == ["p001", "p002", "p003", "p006", "p007", "p008"]
-    texts = [run.tokenizer.decode(ids, skip_special_tokens=True) for ids in run.prompt_token_ids]
-    assert texts == [p.question + "=" for p in run.problems]  # token ids follow their problems
-    assert run.reader is not None and len(run.pool) == 10  # S2L-PO still draws from the whole index
-    run.reader.close()
+    ro = run.rollouts
+    assert [p.id for p in ro.problems] == ["p001", "p002", "p003", "p006", "p007", "p008"]
+    texts = [run.learner.tokenizer.decode(ids, skip_special_tokens=True) for ids in ro.prompt_ids]
+    assert texts == [p.question + "=" for p in ro.problems]  # token ids follow their problems
+    assert ro.reader is not None and len(ro.pool) == 10  # S2L-PO still draws from the whole index
+    ro.reader.close()
     from stage2_train.config import AnnealConfig
     from stage2_train.schedule import Schedule
 
     grpo_anneal = AnnealConfig(schedule=Schedule.CONSTANT, initial_rate=0.0)
     grpo = setup(_config(graded_world, tmp_path / "b", bank_pass_band=(1.0, 1.0), anneal=grpo_anneal),
                  echo=lambda *_: None)
-    assert [p.id for p in grpo.problems] == ["p004", "p009"]
-    assert grpo.reader is None and grpo.pool == {}  # plain GRPO on the band: the bank is not read again
+    assert [p.id for p in grpo.rollouts.problems] == ["p004", "p009"]
+    assert grpo.rollouts.reader is None and grpo.rollouts.pool == {}  # GRPO on the band: the bank is not read again
     with pytest.raises(UserError, match=r"train.bank_pass_band \[0.8, 0.9\]: no training prompt"):
         setup(_config(graded_world, tmp_path / "c", bank_pass_band=(0.8, 0.9)), echo=lambda *_: None)
 

@@ -26,7 +26,8 @@ from stage2_train.config import DistributedSettings, EvalSettings, TrainConfig
 from stage2_train.distributed import Dist, Strategy, init_distributed, split_range
 from stage2_train.metrics import read_jsonl
 from stage2_train.rl_math import Aggregation, normaliser_from_counts
-from stage2_train.trainer import run_train, setup
+from stage2_train.setup_run import setup
+from stage2_train.trainer import run_train
 
 from .conftest import tiny_config
 
@@ -115,10 +116,10 @@ class _FakeVLLM:
     (2, ["generate", "sleep(2)", "wake_up(weights)", "load_weights", "wake_up(kv_cache)", "generate"]),
 ])
 def test_colocated_vllm_sleeps_while_the_learner_trains(level, expected):
-    from stage2_train.models import _ColocatedVLLM
+    from stage2_train.rollout_engines import ColocatedVLLM
 
     fake = _FakeVLLM()
-    engine = _ColocatedVLLM(fake, sleep_level=level)
+    engine = ColocatedVLLM(fake, sleep_level=level)
     engine.generate([], None)
     engine.release()  # the update runs here
     engine.load_weights({})
@@ -127,9 +128,9 @@ def test_colocated_vllm_sleeps_while_the_learner_trains(level, expected):
 
 
 def test_vllm_woken_without_weights_refuses_to_sample():
-    from stage2_train.models import _ColocatedVLLM
+    from stage2_train.rollout_engines import ColocatedVLLM
 
-    engine = _ColocatedVLLM(_FakeVLLM(), sleep_level=2)
+    engine = ColocatedVLLM(_FakeVLLM(), sleep_level=2)
     engine.release()
     with pytest.raises(RuntimeError, match="load_weights must come before generate"):
         engine.generate([], None)

@@ -304,9 +304,9 @@ def test_no_module_unpickles_a_file():
 
 
 def _poisoned_scorer(monkeypatch, value: float, from_call: int) -> None:
-    import stage2_train.models as models_module
+    import stage2_train.setup_run as setup_module
 
-    real, calls = models_module.make_scorer, []
+    real, calls = setup_module.make_scorer, []
 
     def make_scorer(cfg):
         score = real(cfg)
@@ -318,7 +318,7 @@ def _poisoned_scorer(monkeypatch, value: float, from_call: int) -> None:
 
         return poisoned
 
-    monkeypatch.setattr(models_module, "make_scorer", make_scorer)
+    monkeypatch.setattr(setup_module, "make_scorer", make_scorer)
 
 
 def _bank_with_nan_rewards(world: Path, tmp_path: Path) -> Path:

@@ -7,7 +7,7 @@ import copy
 
 import torch
 
-from stage2_train.models import merged_state_dict
+from stage2_train.learner import merged_state_dict
 
 
 def _bf16_lora(char_tokenizer):
@@ -51,3 +51,22 @@ def test_only_the_adapted_weights_are_new_tensors(char_tokenizer):
     assert copied == sorted(k for k in weights if "self_attn" in k and k.endswith("_proj.weight"))
     bf16 = merged_state_dict(model, dtype="float32")
     assert all(v.dtype == torch.float32 for v in bf16.values())
+
+
+def test_every_training_engine_keeps_the_protocol_and_the_synced_copy_follows_the_learner(char_tokenizer):
+    """The step asks every engine for generate, sync_weights and release (no probing); the
+    whole copy FSDP samples from takes the LoRA learner's merged weights on sync."""
+    from pipeline.testbed.model import ModelShape, build_model
+    from stage2_train.rollout_engines import ColocatedVLLM, RolloutEngine, SyncedHFEngine, TrainingHFEngine
+
+    protocol = {"generate", "sync_weights", "release"}
+    assert protocol <= {n for n in vars(RolloutEngine) if not n.startswith("_")}
+    for engine in (TrainingHFEngine, SyncedHFEngine, ColocatedVLLM):
+        assert all(callable(getattr(engine, name, None)) for name in protocol), engine
+    model = _bf16_lora(char_tokenizer)
+    copy_ = build_model(ModelShape(layers=2, hidden=64), char_tokenizer, seed=9).to(torch.bfloat16)
+    engine = SyncedHFEngine(copy_, char_tokenizer, batch_size=4)
+    engine.sync_weights(model)
+    engine.release()
+    want = merged_state_dict(model)
+    assert all(torch.equal(copy_.state_dict()[k], v) for k, v in want.items())

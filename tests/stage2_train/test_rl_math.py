@@ -159,3 +159,25 @@ def test_micro_batches_sum_to_the_batch_aggregate(agg):
     whole = aggregate(values, mask, agg, normaliser=norm)
     parts = sum(aggregate(values[i:i + 2], mask[i:i + 2], agg, normaliser=norm) for i in range(0, 6, 2))
     assert parts.item() == pytest.approx(whole.item(), rel=1e-6)
+
+
+def test_every_bank_correction_has_its_terms_by_hand():
+    from stage2_train.rl_math import BANK_CORRECTIONS, BankCorrection, BankTerms, Baseline, baseline_mask
+
+    assert set(BANK_CORRECTIONS) == set(BankCorrection)
+    old = torch.log(torch.tensor([[0.5, 0.2, 0.0], [0.4, 0.1, 0.0]]).clamp(min=1e-9))
+    explorer = torch.log(torch.tensor([[0.25, 0.4, 1.0], [0.8, 0.1, 1.0]]))
+    is_bank, mask = torch.tensor([True, False]), torch.tensor([[1.0, 1.0, 0.0], [1.0, 1.0, 0.0]])
+    none = BANK_CORRECTIONS[BankCorrection.NONE]
+    assert none.terms(None, explorer, is_bank, mask, cap=1.0) == BankTerms()
+    assert not none.needs_old_logprobs and not none.uses_explorer_logprobs
+    tis = BANK_CORRECTIONS[BankCorrection.TRUNCATED_IS]
+    assert tis.needs_old_logprobs and tis.uses_explorer_logprobs
+    weights = tis.terms(old, explorer, is_bank, mask, cap=1.0).token_weights
+    torch.testing.assert_close(weights[:, :2], torch.tensor([[1.0, 0.5], [1.0, 1.0]]))  # min(0.5/0.25, 1), 0.2/0.4
+    with pytest.raises(ValueError, match="need every row's old log-probs"):
+        tis.terms(None, explorer, is_bank, mask, cap=1.0)
+    luffy = BANK_CORRECTIONS[BankCorrection.LUFFY].terms(None, explorer, is_bank, mask, cap=1.0)
+    assert luffy.token_weights is None and luffy.shaped.tolist() == [[True, True, False], [False, False, False]]
+    online = torch.tensor([[False, True]])
+    assert baseline_mask(Baseline.GROUP, online) is None and baseline_mask(Baseline.ONLINE, online) is online

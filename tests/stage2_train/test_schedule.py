@@ -70,7 +70,7 @@ def test_bad_arguments():
 def test_alpha_at_is_the_configs_schedule_and_zero_without_a_bank():
     import dataclasses
 
-    from stage2_train import trainer
+    from stage2_train import step
     from stage2_train.config import AnnealConfig, TrainConfig, alpha_at
 
     cfg = TrainConfig(steps=10, anneal=AnnealConfig(schedule=Schedule.LINEAR, t_mix=5))
@@ -80,4 +80,4 @@ def test_alpha_at_is_the_configs_schedule_and_zero_without_a_bank():
     no_bank = dataclasses.replace(cfg, bank=None)
     assert all(alpha_at(c, i) == 0.0 for c in (grpo, no_bank) for i in range(1, 11))
     assert not grpo.uses_bank and not no_bank.uses_bank
-    assert trainer.alpha_at is alpha_at  # one home: the trainer's α is the config's
+    assert step.alpha_at is alpha_at  # one home: the step's α is the config's

@@ -4,11 +4,11 @@ trimmed to their own longest row (the same loss and gradient as the untrimmed ba
 from __future__ import annotations
 
 import dataclasses
-import types
 
 import pytest
 import torch
 
+from stage2_train import ppo as ppo_mod
 from stage2_train import rl_math
 from stage2_train import step as step_mod
 from stage2_train.policy import Packed, batched_logprobs, micro_batches, pack, token_logprobs
@@ -16,15 +16,16 @@ from stage2_train.policy import Packed, batched_logprobs, micro_batches, pack, t
 
 
 def _setup(train_config, **changes):
-    from stage2_train.trainer import alpha_at, batch_prompts, setup
+    from stage2_train.setup_run import setup
+    from stage2_train.step import alpha_at, batch_prompts
 
     cfg = train_config(eval=dataclasses.replace(train_config().eval, every=0, problems=None), **changes)
     run = setup(cfg, echo=lambda *_: None)
     step = 2  # α = 0.5: bank rows and online responses of varied lengths in every group
-    prompts = batch_prompts(len(run.problems), cfg.prompts_per_step, step, cfg.seed)
+    prompts = batch_prompts(len(run.rollouts.problems), cfg.prompts_per_step, step, cfg.seed)
     collected = step_mod.collect(run, step, prompts, alpha=alpha_at(cfg, step), group_size=cfg.group_size,
                                  timer=step_mod.Timer())
-    run.train_model.train()
+    run.learner.train_model.train()
     return run, collected, step
 
 
@@ -39,12 +40,12 @@ def test_later_epochs_clip_against_the_old_policy(train_config, monkeypatch):
     update's own forward: their epoch-2 ratio equals the ratio against old log-probs
     computed separately, not 1."""
     run, collected, step = _setup(train_config, ppo_epochs=2, lr=1e-2, micro_batch_size=4)
-    batch = pack(collected.responses, run.tokenizer.pad_token_id)
+    batch = pack(collected.responses, run.learner.tokenizer.pad_token_id)
     keys = {_row_key(batch.input_ids[i], batch.attention_mask[i]): i for i in range(len(batch.input_ids))}
     assert len(keys) == len(batch.input_ids)  # every row is identified by its tokens
-    apart = batched_logprobs(run.model, batch, 1)  # every old log-prob computed on its own, before any update
+    apart = batched_logprobs(run.learner.model, batch, 1)  # every old log-prob computed on its own, before any update
     forwards, losses = [], []
-    real_logprobs, real_loss = step_mod.token_logprobs, rl_math.compute_policy_loss
+    real_logprobs, real_loss = ppo_mod.token_logprobs, rl_math.compute_policy_loss
 
     def spy_logprobs(model, part, **kw):
         if kw.get("with_entropy"):  # a training forward (the no-grad passes take the default)
@@ -56,7 +57,7 @@ def test_later_epochs_clip_against_the_old_policy(train_config, monkeypatch):
         losses.append((logp.detach().clone(), old.detach().clone(), mask.clone()))
         return real_loss(logp, old, adv, mask, **kw)
 
-    monkeypatch.setattr(step_mod, "token_logprobs", spy_logprobs)
+    monkeypatch.setattr(ppo_mod, "token_logprobs", spy_logprobs)
     monkeypatch.setattr(rl_math, "compute_policy_loss", spy_loss)
     step_mod.update(run, collected, step, step_mod.Timer())
     per_epoch = len(forwards) // 2
@@ -76,12 +77,12 @@ def test_later_epochs_clip_against_the_old_policy(train_config, monkeypatch):
 
 
 def test_first_mini_batch_old_logprobs_are_never_read_after_the_weights_moved():
-    old = step_mod.OldLogprobs(torch.zeros(3, 4), pending=torch.tensor([True, False, False]))
+    old = ppo_mod.OldLogprobs(torch.zeros(3, 4), pending=torch.tensor([True, False, False]))
     logp = torch.arange(8.0).view(2, 4)
     assert torch.equal(old.take(torch.tensor([0, 1]), logp), torch.tensor([[0.0, 1, 2, 3], [0, 0, 0, 0]]))
     old.weights_moved()
     assert torch.equal(old.take(torch.tensor([0]), logp[:1] + 9), torch.tensor([[0.0, 1, 2, 3]]))  # cached
-    fresh = step_mod.OldLogprobs(torch.zeros(2, 4), pending=torch.tensor([True, False]))
+    fresh = ppo_mod.OldLogprobs(torch.zeros(2, 4), pending=torch.tensor([True, False]))
     fresh.weights_moved()
     with pytest.raises(RuntimeError, match="after an optimizer step"):
         fresh.take(torch.tensor([0]), logp[:1])
@@ -107,27 +108,27 @@ def test_trimmed_micro_batches_give_the_untrimmed_loss_and_gradient(train_config
     """A mini-batch in trimmed, length-sorted micro-batches has the loss and gradient of the
     whole mini-batch in one untrimmed forward, and each forward runs at its own longest row."""
     run, collected, _ = _setup(train_config, micro_batch_size=4)
-    lc, model = run.cfg.loss, run.train_model
-    batch = pack(collected.responses, run.tokenizer.pad_token_id)
+    lc, model = run.cfg.loss, run.learner.train_model
+    batch = pack(collected.responses, run.learner.tokenizer.pad_token_id)
     n = len(batch.input_ids)
     assert int(batch.lengths.min()) < int(batch.lengths.max()) - 4  # varied lengths: trimming has work to do
     adv = torch.linspace(-1.5, 1.5, n)
-    old = step_mod.OldLogprobs(batched_logprobs(model, batch, 3) - 0.05)  # ratios ≠ 1: clipping is exercised
+    old = ppo_mod.OldLogprobs(batched_logprobs(model, batch, 3) - 0.05)  # ratios ≠ 1: clipping is exercised
     ref = batched_logprobs(model, batch, 5) + 0.1
-    inputs = step_mod.LossInputs(batch, torch.arange(n), old, adv, ref)
+    inputs = ppo_mod.LossInputs(batch, torch.arange(n), old, adv, ref)
     norm = rl_math.loss_normaliser(batch.response_mask, lc.aggregation, max_len=run.cfg.max_new_tokens)
 
-    widths, real = [], step_mod.token_logprobs
+    widths, real = [], ppo_mod.token_logprobs
 
     def spy(m, part, **kw):
         widths.append((part.input_ids.shape[1], int(part.lengths.max())))
         return real(m, part, **kw)
 
-    monkeypatch.setattr(step_mod, "token_logprobs", spy)
+    monkeypatch.setattr(ppo_mod, "token_logprobs", spy)
     loss = 0.0
     for micro in micro_batches(batch.lengths, 4):
-        part = step_mod._micro_loss(types.SimpleNamespace(cfg=run.cfg, train_model=model), inputs.select(micro),
-                                    norm, {k: 0.0 for k in ("kl", "tokens", "loss", "entropy", "clip", "dual_clip")})
+        part = ppo_mod._micro_loss(model, inputs.select(micro), lc, norm,
+                                   {k: 0.0 for k in ("kl", "tokens", "loss", "entropy", "clip", "dual_clip")})
         part.backward()
         loss += float(part.detach())
     trimmed = {k: p.grad.clone() for k, p in model.named_parameters() if p.grad is not None}
@@ -153,7 +154,7 @@ def test_batched_logprobs_equal_the_full_width_forward(tiny_model):
     gen = torch.Generator().manual_seed(0)
     from stage2_train.rollout import Response
 
-    rows = [Response(0, tuple(torch.randint(4, 100, (5,), generator=gen).tolist()),
+    rows = [Response(tuple(torch.randint(4, 100, (5,), generator=gen).tolist()),
                      tuple(torch.randint(4, 100, (k,), generator=gen).tolist()), "", 0.0, False, False, False)
             for k in (2, 30, 7, 19, 1)]
     batch = pack(rows, 0)
@@ -182,7 +183,7 @@ def test_old_and_reference_passes_run_without_dropout(char_tokenizer):
                 p.fill_(0.3)  # a trained adapter: dropout on its input changes the output
     assert has_dropout(model)
     gen = torch.Generator().manual_seed(0)
-    batch = pack([Response(0, (1, 5, 6, 7), tuple(torch.randint(4, 100, (9,), generator=gen).tolist()), "", 0.0,
+    batch = pack([Response((1, 5, 6, 7), tuple(torch.randint(4, 100, (9,), generator=gen).tolist()), "", 0.0,
                            False, False, False)] * 3, 0)
     model.train()
     a, b = batched_logprobs(model, batch, 2), batched_logprobs(model, batch, 2)

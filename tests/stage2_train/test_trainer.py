@@ -16,7 +16,8 @@ from stage2_train.groups import BankPrompts, BankRows, Mixing
 from stage2_train.metrics import read_jsonl
 from stage2_train.rl_math import Aggregation, BankCorrection, Baseline
 from stage2_train.schedule import Schedule, anneal_rate, bank_count
-from stage2_train.trainer import batch_prompts, run_train
+from stage2_train.step import batch_prompts
+from stage2_train.trainer import run_train
 
 pytestmark = pytest.mark.slow
 
@@ -85,17 +86,17 @@ def test_existing_run_needs_resume_and_same_settings(train_config):
 
 
 def test_nan_loss_stops_and_keeps_the_last_checkpoint(train_config, monkeypatch):
-    import stage2_train.step as step_module
+    import stage2_train.ppo as ppo_module
 
     cfg = train_config(steps=2, checkpoint_every=1)
     _run(cfg)
-    real = step_module.token_logprobs
+    real = ppo_module.token_logprobs
 
     def poisoned(model, batch, **kw):
         logp, ent = real(model, batch, **kw)
         return logp * float("nan"), ent
 
-    monkeypatch.setattr(step_module, "token_logprobs", poisoned)
+    monkeypatch.setattr(ppo_module, "token_logprobs", poisoned)
     with pytest.raises(UserError, match=r"step 3: the loss is nan; .*last good checkpoint: .*step-000002"):
         _run(dataclasses.replace(cfg, steps=3), resume=True)
     assert (Path(cfg.out_dir) / "checkpoints/latest").read_text() == "step-000002"
@@ -152,12 +153,12 @@ def test_batch_prompts_walks_epoch_permutations():
 
 
 def test_gradient_checkpointing_gives_the_same_update(train_config, tmp_path):
-    from stage2_train.trainer import setup
+    from stage2_train.setup_run import setup
 
     off = train_config(steps=1, out_dir=str(tmp_path / "off"),
                        eval=dataclasses.replace(train_config().eval, every=0, problems=None))
     on = dataclasses.replace(off, out_dir=str(tmp_path / "on"), gradient_checkpointing=True)
-    assert any(getattr(m, "gradient_checkpointing", False) for m in setup(on, echo=lambda *_: None).model.modules())
+    assert any(getattr(m, "gradient_checkpointing", False) for m in setup(on, echo=lambda *_: None).learner.model.modules())
     _run(off)
     _run(on)
     a, b = _weights(tmp_path / "off/model"), _weights(tmp_path / "on/model")
@@ -168,17 +169,18 @@ def test_first_update_reuses_its_own_forward_as_old_logprobs(train_config, tmp_p
     """The no-grad pass skips the first mini-batch's rows (their old log-probs are the first
     update's own forward, detached: the weights have not moved yet), and the run equals one
     that computes every old log-prob apart."""
+    import stage2_train.ppo as ppo_mod
     import stage2_train.step as step_mod
 
     cfg = train_config(steps=3, out_dir=str(tmp_path / "reuse"), lr=1e-2,
                        eval=dataclasses.replace(train_config().eval, every=0, problems=None))
-    skipped, real = [], step_mod.batched_logprobs
+    skipped, real = [], ppo_mod.batched_logprobs
 
     def spy(model, batch, micro, *, calls=0, skip=None):
         skipped.append(0 if skip is None else int(skip.sum()))
         return real(model, batch, micro, calls=calls, skip=skip)
 
-    monkeypatch.setattr(step_mod, "batched_logprobs", spy)
+    monkeypatch.setattr(ppo_mod, "batched_logprobs", spy)
     _run(cfg)
     assert skipped == [cfg.mini_batch_size] * cfg.steps  # 24 rows per step, mini-batches of 12
     monkeypatch.setattr(step_mod, "_first_update_rows", lambda first, offset, n: torch.zeros(n, dtype=torch.bool))

@@ -35,7 +35,7 @@ def _runs(spec: dict) -> None:
 def _gather_max_diff(model_dir: str, d) -> dict:
     from pipeline.models import load_causal_lm
     from stage2_train.distributed import gathered_states, prepare_models
-    from stage2_train.models import merged_state_dict
+    from stage2_train.learner import merged_state_dict
 
     whole = load_causal_lm(model_dir).state_dict()
     sharded, _, _ = prepare_models(load_causal_lm(model_dir), None, d)
