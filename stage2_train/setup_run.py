@@ -18,7 +18,6 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from pipeline.data import load_problems
 from pipeline.errors import UserError
 from pipeline.verifier import Scorer
 from stage2_train import rl_math
@@ -46,8 +45,7 @@ def setup(cfg: TrainConfig, d: Dist = Dist(), *, echo: Callable[[str], None] = p
     from stage2_train.learner import load_learner
     from stage2_train.rollout_engines import build_engine
 
-    problems = load_problems(cfg.prompts, split=cfg.split, layout=cfg.layout, question_field=cfg.question_field,
-                             answer_field=cfg.answer_field, id_field=cfg.id_field, limit=cfg.limit)
+    problems = cfg.load_problems(cfg.prompts)
     torch.manual_seed(cfg.seed)
     tokenizer, model, ref_model = load_learner(cfg)
     bank = open_training_bank(cfg, tokenizer, problems, echo=echo) if _reads_bank(cfg) else None
