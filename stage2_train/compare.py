@@ -82,7 +82,8 @@ def metric_value(records: list[dict], key: str, step: int | None) -> float | Non
 
 @dataclass(frozen=True)
 class Cell:
-    """One arm × metric across families (values in the metric's own unit, a fraction)."""
+    """One arm × metric across families (values in the metric's own unit, a fraction);
+    `pair_diffs` holds each family's arm − baseline differences, one per paired seed."""
 
     runs: int
     mean: float
@@ -92,16 +93,26 @@ class Cell:
     diff: float = math.nan
     diff_ci: float = math.nan
     p: float = math.nan
-    family_diffs: dict[str, float] | None = None
+    pair_diffs: dict[str, list[float]] | None = None
+
+    @property
+    def family_diffs(self) -> dict[str, float] | None:
+        """Each family's mean paired difference."""
+        return None if self.pair_diffs is None else {f: float(np.mean(d)) for f, d in self.pair_diffs.items()}
 
     @property
     def holds(self) -> str:
         """'yes' when every family's mean paired difference has one sign, 'flips' when two
         families disagree, '–' when unpaired or a family's difference is exactly zero."""
-        if not self.family_diffs or self.pairs == 0:
+        if not self.pair_diffs or self.pairs == 0:
             return "–"
         signs = {int(np.sign(v)) for v in self.family_diffs.values()}
         return "flips" if {1, -1} <= signs else "yes" if signs in ({1}, {-1}) else "–"
+
+
+def _values(runs: dict[int, list[dict]], key: str, step: int | None) -> dict[int, float]:
+    """{seed: the metric} of one arm's runs in one family (runs that lack it left out)."""
+    return {s: v for s, r in runs.items() if (v := metric_value(r, key, step)) is not None}
 
 
 def compare(families: dict[str, dict[str, dict[int, list[dict]]]], *, baseline: str = "grpo",
@@ -112,30 +123,24 @@ def compare(families: dict[str, dict[str, dict[int, list[dict]]]], *, baseline: 
         raise UserError(f"families {missing} have no finished {baseline!r} runs to pair against; run the baseline "
                         "arm there or pick another --baseline")
     arms = list(dict.fromkeys(a for fam in families.values() for a in fam))
-    out: dict[str, dict[str, Cell]] = {}
-    for arm in arms:
-        out[arm] = {}
-        for label, key, step in metrics:
-            values, by_family, diffs, diff_by_family = [], {}, [], {}
-            for fam, runs in families.items():
-                mine = {s: metric_value(r, key, step) for s, r in runs.get(arm, {}).items()}
-                mine = {s: v for s, v in mine.items() if v is not None}
-                if mine:
-                    values += list(mine.values())
-                    by_family[fam] = float(np.mean(list(mine.values())))
-                base = {s: metric_value(r, key, step) for s, r in runs[baseline].items()}
-                d = [mine[s] - base[s] for s in sorted(mine) if base.get(s) is not None]
-                if d:
-                    diffs += d
-                    diff_by_family[fam] = float(np.mean(d))
-            if not values:
+    out: dict[str, dict[str, Cell]] = {arm: {} for arm in arms}
+    for label, key, step in metrics:
+        base = {fam: _values(runs[baseline], key, step) for fam, runs in families.items()}
+        for arm in arms:
+            mine = {fam: v for fam, runs in families.items() if (v := _values(runs.get(arm, {}), key, step))}
+            if not mine:
                 continue
-            mean, ci = t_interval(values)
-            cell = Cell(len(values), mean, ci, by_family)
-            if arm != baseline and diffs:
-                dm, dci = t_interval(diffs)
-                cell = Cell(len(values), mean, ci, by_family, len(diffs), dm, dci, sign_flip_p(diffs), diff_by_family)
-            out[arm][label] = cell
+            mean, ci = t_interval([v for vals in mine.values() for v in vals.values()])
+            by_family = {fam: float(np.mean(list(vals.values()))) for fam, vals in mine.items()}
+            pair_diffs = {fam: d for fam, vals in mine.items()
+                          if (d := [vals[s] - base[fam][s] for s in sorted(vals) if s in base[fam]])}
+            diffs = [d for ds in pair_diffs.values() for d in ds]
+            if arm == baseline or not diffs:
+                out[arm][label] = Cell(sum(map(len, mine.values())), mean, ci, by_family)
+                continue
+            dm, dci = t_interval(diffs)
+            out[arm][label] = Cell(sum(map(len, mine.values())), mean, ci, by_family, len(diffs), dm, dci,
+                                   sign_flip_p(diffs), pair_diffs)
     return out
 
 
@@ -182,18 +187,17 @@ def plot(result: dict[str, dict[str, Cell]], families: dict, path: Path, *, base
     arms = [a for a in result if a != baseline]
     fig, axes = plt.subplots(1, len(metrics), figsize=(4.2 * len(metrics), 0.5 * len(arms) + 1.8), sharey=True)
     colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-    for ax, (label, key, step) in zip(np.atleast_1d(axes), metrics):
+    for ax, (label, _, _) in zip(np.atleast_1d(axes), metrics):
         for y, arm in enumerate(arms):
-            for f, (fam, runs) in enumerate(families.items()):
-                base = {s: metric_value(r, key, step) for s, r in runs[baseline].items()}
-                d = [100 * (v - base[s]) for s, r in runs.get(arm, {}).items()
-                     if (v := metric_value(r, key, step)) is not None and base.get(s) is not None]
+            c = result[arm].get(label)
+            if c is None or not c.pairs:
+                continue
+            for f, fam in enumerate(families):
+                d = [100 * v for v in c.pair_diffs.get(fam, [])]
                 ax.scatter(d, [y + 0.12 * (f - 1)] * len(d), s=14, color=colours[f % len(colours)],
                            label=fam if y == 0 else None, zorder=3)
-            c = result[arm].get(label)
-            if c is not None and c.pairs:
-                ax.errorbar([100 * c.diff], [y], xerr=[[100 * c.diff_ci if not math.isnan(c.diff_ci) else 0]],
-                            fmt="k|", markersize=12, capsize=3, zorder=4)
+            ax.errorbar([100 * c.diff], [y], xerr=[[100 * c.diff_ci if not math.isnan(c.diff_ci) else 0]],
+                        fmt="k|", markersize=12, capsize=3, zorder=4)
         ax.axvline(0, color="grey", lw=0.8)
         ax.set_title(f"{label}: arm − {baseline}")
         ax.set_xlabel("points")
@@ -226,7 +230,8 @@ def write_comparison(roots: list[str | Path], *, baseline: str = "grpo", out_dir
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     plot(result, families, out / "compare.png", baseline=baseline)
-    record = {arm: {lab: _json({**vars(c), "holds": c.holds}) for lab, c in cells.items()}
+    record = {arm: {lab: _json({**vars(c), "family_diffs": c.family_diffs, "holds": c.holds})
+                    for lab, c in cells.items()}
               for arm, cells in result.items()}
     (out / "compare.json").write_text(json.dumps({"families": list(families), "baseline": baseline, "arms": record},
                                                  indent=1) + "\n")
