@@ -96,6 +96,11 @@ class Sampling(Generation):
         check_sampling(self.temperature, self.top_p, self.top_k)
         super().__post_init__()
 
+    def sampling_params(self, *, n: int = 1, seed: int) -> SamplingParams:
+        """`SamplingParams` of this distribution for `n` samples per prompt, seeded `seed`."""
+        return SamplingParams(n=n, temperature=self.temperature, top_p=self.top_p, top_k=self.top_k,
+                              max_new_tokens=self.max_new_tokens, seed=seed)
+
 
 @dataclass(frozen=True)
 class PresetValues:

@@ -19,7 +19,7 @@ from pipeline.bank.reader import BankReader
 from pipeline.bank.schema import BankRecord, SCHEMA_VERSION
 from pipeline.bank.store import BankWriter, check_claim, fingerprint, open_bank
 from pipeline.data import Problem, problem_set_fingerprint
-from pipeline.engines import Engine, SamplingParams
+from pipeline.engines import Engine
 from pipeline.engines.base import FINISH_LENGTH, sample_seed
 from pipeline.errors import UserError
 from pipeline.rewards import apply_truncated_reward
@@ -163,8 +163,7 @@ def _sample_and_score(cfg, chunk: list[Job], texts, prompt_ids, engine: Engine, 
     completions: dict[int, list] = {}
     for n, ks in by_count.items():
         seed = _chunk_seed(cfg.seed, chunk[ks[0]])
-        params = SamplingParams(n=n, temperature=cfg.temperature, top_p=cfg.top_p, top_k=cfg.top_k,
-                                max_new_tokens=cfg.max_new_tokens, seed=seed)
+        params = cfg.sampling_params(n=n, seed=seed)
         seeds = [job_seeds(cfg.seed, chunk[k]) for k in ks]
         for k, group in zip(ks, engine.generate([prompt_ids[k] for k in ks], params, seeds=seeds)):
             completions[k] = group

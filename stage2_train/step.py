@@ -214,8 +214,7 @@ def _from_generation_groups(d: Dist, values: list) -> list:
 def sampling(cfg: TrainConfig, step: int, phase: str = "", *, group: int = 0) -> SamplingParams:
     """Online sampling of one step; generation group k > 0 (a torchrun rank) gets its own seed."""
     purpose = "online" + phase + (f"@{group}" if group else "")
-    return SamplingParams(temperature=cfg.temperature, top_p=cfg.top_p, top_k=cfg.top_k,
-                          max_new_tokens=cfg.max_new_tokens, seed=step_seed(cfg.seed, step, purpose))
+    return cfg.sampling_params(seed=step_seed(cfg.seed, step, purpose))
 
 
 # --- update: advantages, old/reference log-probs, PPO epochs ------------------------------
