@@ -14,8 +14,10 @@ SEEDS=${SEEDS-"0 1 2"}  # SEEDS="" builds only
 build() {  # family K: prepare, then the two banks
   local k=$1 f=data/families/f$1
   if [ ! -f "$f/passk.json" ]; then
+    # each family's own pass@k table at n = 64, as the committed docs/families/ figures were measured
     $S2LPO prepare --set out_dir=$f --set seed=$k --set explorer.seed=$((1 + 10 * k)) \
-      --set learner.seed=$((2 + 10 * k)) --set "medium={layers: 2, hidden: 128, sft_steps: 1500, seed: $((3 + 10 * k))}"
+      --set learner.seed=$((2 + 10 * k)) --set eval_samples=64 \
+      --set "medium={layers: 2, hidden: 128, sft_steps: 1500, seed: $((3 + 10 * k))}"
   fi
   explore $f explorer bank
   explore $f medium bank-medium

@@ -97,18 +97,19 @@ def format_table(summary: dict) -> str:
     def pm(v):
         return f"{100 * v[0]:.1f} ± {100 * v[1]:.1f}" if v else "–"
 
-    marks = " | ".join(f"flawed @{m}" for m in MILESTONES)
+    milestones = [m for m in MILESTONES if any(f"flawed@{m}" in r for r in summary.values())]  # the evaluated ones
+    marks = "".join(f" flawed @{m} |" for m in milestones)
     ks = {r["top_k"] for r in summary.values() if "top_k" in r}
     top = f"pass@{ks.pop()}" if len(ks) == 1 else "pass@k (max k)"
-    lines = [f"| arm | seeds | pass@1 | flawed pass@1 | rest pass@1 | {top} | {marks} | steps to GRPO's final flawed | "
+    lines = [f"| arm | seeds | pass@1 | flawed pass@1 | rest pass@1 | {top} |{marks} steps to GRPO's final flawed | "
              "worst rest gap vs GRPO (pts) | online tokens / GRPO | s/step |",
-             "|---|---|---|---|---|---|" + "---|" * len(MILESTONES) + "---|---|---|---|"]
+             "|---|---|---|---|---|---|" + "---|" * len(milestones) + "---|---|---|---|"]
     for arm, r in summary.items():
         gap = r.get("worst_rest_gap")
         ratio = r.get("token_ratio")
         lines.append(f"| {arm} | {r['seeds']} | {pm(r.get('eval/pass@1'))} | {pm(r.get('eval/flawed/pass@1'))} | "
                      f"{pm(r.get('eval/rest/pass@1'))} | {pm(r.get('eval/pass@' + str(r.get('top_k'))))} | "
-                     + "".join(f"{_pct(r.get(f'flawed@{m}'))} | " for m in MILESTONES) +
+                     + "".join(f"{_pct(r.get(f'flawed@{m}'))} | " for m in milestones) +
                      f"{_steps(r)} | "
                      f"{'–' if gap is None else f'{gap:+.1f}'} | {'–' if ratio is None else f'{ratio:.2f}'} | "
                      f"{r['seconds_per_step']:.2f} |")

@@ -140,3 +140,12 @@ def test_dvc_views_hold_the_mean_curves_and_few_final_numbers(tmp_path):
     assert json.loads((tmp_path / "arms" / "grpo.json").read_text()) == {
         "pass@1": 55.0, "flawed": 30.0, "rest": 80.0, "pass@4": 95.0, "tokens/baseline": 1.0}
     assert sorted(p.name for p in (tmp_path / "arms").iterdir()) == ["grpo.json"]
+
+
+def test_the_table_shows_only_milestones_that_were_evaluated():
+    every_20 = [{**r, "step": 2 * r["step"]} for r in _records([0.0, 0.1, 0.2], [0.9, 0.9, 0.9], 100)]  # 0, 20, 40
+    table = format_table(summarise({"grpo": [every_20]}, "grpo"))
+    head, rule, row = table.splitlines()[:3]
+    assert "flawed @20 | flawed @40 |" in head and "flawed @10" not in head
+    assert head.count("|") == rule.count("|") == row.count("|")
+    assert "| 10.0 | 20.0 |" in row

@@ -108,3 +108,30 @@ def test_prepare_builds_the_optional_medium_member(tmp_path):
     assert text == lines[-1] and [r.split()[0] for r in text.splitlines()[2:-1]] == \
         ["explorer"] * 3 + ["medium"] * 3 + ["learner"] * 3
     assert "(medium: " in text.splitlines()[-1]
+
+
+def test_a_member_may_set_its_own_sft_batch_size_and_rate(tmp_path, monkeypatch):
+    from pipeline.config import load_stage_config
+    from pipeline.errors import UserError
+    from pipeline.testbed import build, sft
+
+    cfg = load_stage_config(PrepareConfig, "prepare", params_path=None,
+                            overrides=["learner.batch_size=8", "learner.lr=0.01"])
+    assert cfg.learner.sft_settings(cfg.sft) == sft.SFTSettings(batch_size=8, lr=0.01)
+    assert cfg.explorer.sft_settings(cfg.sft) == cfg.sft  # unset: the shared block's
+    with pytest.raises(UserError, match=r"prepare.learner: batch_size \(0\) must be ≥ 1"):
+        load_stage_config(PrepareConfig, "prepare", params_path=None, overrides=["learner.batch_size=0"])
+
+    used = {}
+
+    def spy(model, tokenizer, *, settings, **kw):
+        used["settings"] = settings
+        return [0.0]
+
+    monkeypatch.setattr(sft, "train_sft", spy)  # _member_job imports it when it runs
+    recipe = MemberRecipe(layers=1, hidden=64, sft_steps=1, seed=2, batch_size=5, lr=0.02)
+    small = small_config(tmp_path, eval_samples=1, eval_max_new_tokens=4)
+    _, test = make_splits(small)
+    build._member_job(small, "learner", recipe, tmp_path / "learner", test[:2])
+    assert (used["settings"].batch_size, used["settings"].lr) == (5, 0.02)
+    assert used["settings"].warmup_steps == small.sft.warmup_steps
