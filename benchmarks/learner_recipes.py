@@ -13,6 +13,10 @@ another seed. Compare recipes on the same seeds, run side by side:
     python benchmarks/learner_recipes.py --layers 2 --hidden 64 --steps 3000 --bs 32 --lr 6e-3 --seed 1 --threads 1
 
 (the last: the explorer's shape and seed). The results of these runs are in docs/testbed.md.
+`--time-batches 64 32` instead times `--steps` SFT steps at each batch size side by side in
+one process (after 3 warm-up steps) and prints seconds per step and the ratio to the first:
+
+    python benchmarks/learner_recipes.py --steps 40 --time-batches 64 32 --threads 2
 """
 
 from __future__ import annotations
@@ -34,7 +38,10 @@ def main() -> None:
     ap.add_argument("--hidden", type=int, default=128)
     ap.add_argument("--threads", type=int, default=2, help="torch threads")
     ap.add_argument("--n", type=int, default=16, help="samples per test problem")
+    ap.add_argument("--time-batches", type=int, nargs="+", help="only time SFT steps at these batch sizes")
     args = ap.parse_args()
+    if args.time_batches:
+        return time_batches(args)
 
     import numpy as np
     import torch
@@ -68,6 +75,30 @@ def main() -> None:
                       "loss": round(float(np.mean(losses[-20:])), 4), "all": round(100 * rate.mean(), 1),
                       "flawed": round(100 * rate[flawed].mean(), 1), "rest": round(100 * rate[~flawed].mean(), 1)}),
           flush=True)
+
+
+def time_batches(args) -> None:
+    import torch
+
+    from pipeline.testbed.config import PrepareConfig
+    from pipeline.testbed.model import ModelShape, build_model
+    from pipeline.testbed.sft import train_sft
+    from pipeline.testbed.tokenizer import build_char_tokenizer
+
+    torch.set_num_threads(args.threads)
+    cfg = PrepareConfig()
+    tokenizer = build_char_tokenizer()
+    first = None
+    for bs in args.time_batches:
+        settings = replace(cfg.sft, batch_size=bs, lr=args.lr, warmup_steps=args.warmup)
+        model = build_model(ModelShape(args.layers, args.hidden), tokenizer, seed=args.seed)
+        train_sft(model, tokenizer, steps=3, settings=settings, spec=cfg.task, seed=args.seed)
+        t0 = time.time()
+        train_sft(model, tokenizer, steps=args.steps, settings=settings, spec=cfg.task, seed=args.seed)
+        per_step = (time.time() - t0) / args.steps
+        first = first or per_step
+        print(json.dumps({"batch_size": bs, "threads": args.threads, "s_per_step": round(per_step, 4),
+                          "vs_first": round(per_step / first, 3)}), flush=True)
 
 
 if __name__ == "__main__":

@@ -9,7 +9,8 @@ Layout of `out_dir` (every later stage loads these like hub artifacts):
     passk.png                 the same as curves
     sft_loss.csv              per-step SFT loss of every member
 
-The explorer (then the medium member, if any) trains in a second process while the learner trains. Everything is built
+The members train one after the other (explorer, medium if any, learner), each on a fixed number of
+threads. Everything is built
 in `<out_dir>.partial` and each finished artifact is then renamed into `out_dir`, so
 an interrupted run never leaves a half-written model or split behind.
 """
@@ -17,7 +18,6 @@ an interrupted run never leaves a half-written model or split behind.
 from __future__ import annotations
 
 import json
-import multiprocessing as mp
 import os
 import shutil
 import time
@@ -106,54 +106,31 @@ def _publish(tmp: Path, out: Path) -> None:
 
 
 def _train_members(cfg: PrepareConfig, tmp: Path, test: list[Problem]) -> dict:
-    """Train and evaluate every member; the smaller members' runs overlap the learner's.
+    """Train and evaluate every member, one after the other, each on a fixed number of threads.
 
-    Measured on a 2-core CPU: the explorer's SFT step takes 0.058 s on one thread and
-    0.052 s on two (too small to use a second core), the learner's 0.34 s on one and
-    0.19 s on two. So the explorer trains in a spawned process on one thread while the
-    learner starts on the remaining cores, and the learner widens to every core as soon
-    as the explorer is done. Pinned numerics (`numerics` other than native) fix every
-    member's thread count instead — 1 for the small members, `PINNED_LEARNER_THREADS` for
-    the learner, whatever the core count — since the thread count changes how reductions
-    split, and so the weights.
+    The small members train on one thread (the explorer's SFT step barely uses a second
+    core: 0.058 s on one thread, 0.052 s on two) and the learner on every core (0.34 s on
+    one, 0.19 s on two). The thread count changes how reductions split, and so the weights:
+    fixed per member, the family is rebuilt byte for byte on one machine. (The learner used
+    to start on one thread beside a spawned explorer and take every core once the explorer
+    was done, at a step that depended on timing: two `make run`s on one machine built two
+    different learners, for ~4% less wall time.) Pinned numerics (`numerics` other than
+    native) also fix the learner's count, `PINNED_LEARNER_THREADS`, whatever the core count.
     """
-    import torch
-
     from pipeline.testbed.numerics import Numerics
 
     cores = max(1, os.cpu_count() or 1)
-    if cfg.numerics is not Numerics.NATIVE:
-        return _train_members_pinned(cfg, tmp, test)
-    if cores < 2:
-        return {name: _member_job(cfg, name, getattr(cfg, name), tmp / name, test) for name in members(cfg)}
-    small = [m for m in members(cfg) if m != "learner"]
-    with mp.get_context("spawn").Pool(1) as pool:  # one worker: the small members train one after the other
-        jobs = {m: pool.apply_async(_member_job, (cfg, m, getattr(cfg, m), tmp / m, test),
-                                    {"threads": 1, "bar_position": 1 + i}) for i, m in enumerate(small)}
-        torch.set_num_threads(cores - 1)
-
-        def widen() -> None:
-            if torch.get_num_threads() < cores and all(job.ready() for job in jobs.values()):
-                torch.set_num_threads(cores)
-
-        learner = _member_job(cfg, "learner", cfg.learner, tmp / "learner", test, on_step=widen)
-        return {**{m: job.get() for m, job in jobs.items()}, "learner": learner}
+    learner_threads = cores if cfg.numerics is Numerics.NATIVE else PINNED_LEARNER_THREADS
+    return {name: _member_job(cfg, name, getattr(cfg, name), tmp / name, test,
+                              threads=learner_threads if name == "learner" else 1)
+            for name in members(cfg)}
 
 
 PINNED_LEARNER_THREADS = 2
 
 
-def _train_members_pinned(cfg: PrepareConfig, tmp: Path, test: list[Problem]) -> dict:
-    small = [m for m in members(cfg) if m != "learner"]
-    with mp.get_context("spawn").Pool(1) as pool:
-        jobs = {m: pool.apply_async(_member_job, (cfg, m, getattr(cfg, m), tmp / m, test),
-                                    {"threads": 1, "bar_position": 1 + i}) for i, m in enumerate(small)}
-        learner = _member_job(cfg, "learner", cfg.learner, tmp / "learner", test, threads=PINNED_LEARNER_THREADS)
-        return {**{m: job.get() for m, job in jobs.items()}, "learner": learner}
-
-
 def _member_job(cfg: PrepareConfig, name: str, recipe: MemberRecipe, out_dir: Path, test, *,
-                threads: int | None = None, on_step=None, bar_position: int = 0) -> dict:
+                threads: int | None = None) -> dict:
     """Fine-tune one member, save it, and count its correct samples on the test split."""
     import torch
     from tqdm import tqdm
@@ -172,11 +149,9 @@ def _member_job(cfg: PrepareConfig, name: str, recipe: MemberRecipe, out_dir: Pa
     excluded = frozenset(tuple(int(x) for x in p.question.split("+")) for p in test)
     t0 = time.time()
     with tqdm(total=recipe.sft_steps, desc=f"sft {name} ({count_parameters(model) / 1e6:.2f}M)",
-              unit="step", dynamic_ncols=True, position=bar_position) as bar:
+              unit="step", dynamic_ncols=True) as bar:
         def progress(step: int, loss: float) -> None:
             bar.update()
-            if on_step is not None:
-                on_step()
             if step % 20 == 0:
                 bar.set_postfix(loss=f"{loss:.3f}")
 

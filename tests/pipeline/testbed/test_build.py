@@ -135,3 +135,36 @@ def test_a_member_may_set_its_own_sft_batch_size_and_rate(tmp_path, monkeypatch)
     build._member_job(small, "learner", recipe, tmp_path / "learner", test[:2])
     assert (used["settings"].batch_size, used["settings"].lr) == (5, 0.02)
     assert used["settings"].warmup_steps == small.sft.warmup_steps
+
+
+def test_every_member_trains_on_a_fixed_thread_count(tmp_path, monkeypatch):
+    """The learner used to start on fewer threads beside a spawned explorer and widen when the
+    explorer was done, at a step that depended on timing: two builds on one machine gave two
+    different learners. Now each SFT step's thread count is fixed by the member alone."""
+    import os
+
+    import torch
+
+    from pipeline.testbed import sft
+
+    seen = {}
+    real = sft.train_sft
+
+    def spy(model, tokenizer, *, steps, progress=None, **kw):
+        counts = seen.setdefault(int(model.config.hidden_size), [])
+
+        def record(step, loss):
+            counts.append(torch.get_num_threads())
+            if progress is not None:
+                progress(step, loss)
+
+        return real(model, tokenizer, steps=steps, progress=record, **kw)
+
+    monkeypatch.setattr(sft, "train_sft", spy)
+    before = torch.get_num_threads()
+    try:
+        prepare(small_config(tmp_path / "testbed", explorer=MemberRecipe(layers=1, hidden=64, sft_steps=6, seed=1),
+                             learner=MemberRecipe(layers=1, hidden=128, sft_steps=4, seed=2)), echo=lambda _: None)
+    finally:
+        torch.set_num_threads(before)
+    assert seen == {64: [1] * 6, 128: [max(1, os.cpu_count() or 1)] * 4}
