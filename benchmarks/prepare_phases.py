@@ -4,8 +4,7 @@ Times `--steps` SFT steps of each member (on 1 and 2 threads) and its pass@k eva
 `--problems` test problems × `--samples` samples, then projects the default recipe
 (params.yaml `prepare`): SFT steps × step time, and the evaluation scaled to 256 problems
 × `eval_samples`. The schedule of `_train_members` is modelled: the explorer (SFT then
-eval) on one thread in a worker, the learner on one thread until the explorer is done,
-then on two.
+eval) on one thread, then the learner on two.
 
     python benchmarks/prepare_phases.py --steps 20 --problems 16 --samples 64
 """
@@ -58,15 +57,12 @@ def main() -> None:
     scale = len(test) * cfg.eval_samples / args.samples  # problems × samples of the real evaluation
     explorer_s = cfg.explorer.sft_steps * t["explorer", 1]["sft_step_s"]
     explorer_eval = scale * t["explorer", 1]["eval_s_per_problem"]
-    overlap = explorer_s + explorer_eval  # the learner's time on one thread
-    l1, l2 = t["learner", 1]["sft_step_s"], t["learner", 2]["sft_step_s"]
-    steps_on_one = min(cfg.learner.sft_steps, overlap / l1)
-    learner_s = steps_on_one * l1 + (cfg.learner.sft_steps - steps_on_one) * l2
+    learner_s = cfg.learner.sft_steps * t["learner", 2]["sft_step_s"]
     learner_eval = scale * t["learner", 2]["eval_s_per_problem"]
     report = {"measured": {f"{m}@{th}": v for (m, th), v in t.items()},
               "projected_s": {"explorer_sft": round(explorer_s), "explorer_eval": round(explorer_eval),
                               "learner_sft": round(learner_s), "learner_eval": round(learner_eval),
-                              "prepare_wall": round(max(overlap, learner_s) + learner_eval)}}
+                              "prepare_wall": round(explorer_s + explorer_eval + learner_s + learner_eval)}}
     print(json.dumps(report, indent=1))
 
 
