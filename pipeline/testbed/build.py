@@ -155,7 +155,8 @@ def _member_job(cfg: PrepareConfig, name: str, recipe: MemberRecipe, out_dir: Pa
             if step % 20 == 0:
                 bar.set_postfix(loss=f"{loss:.3f}")
 
-        losses = train_sft(model, tokenizer, steps=recipe.sft_steps, settings=recipe.sft_settings(cfg.sft), spec=cfg.task,
+        settings = recipe.sft_settings(cfg.sft)
+        losses = train_sft(model, tokenizer, steps=recipe.sft_steps, settings=settings, spec=cfg.task,
                            seed=recipe.seed, excluded=excluded, progress=progress)
     sft_s = time.time() - t0
     model.save_pretrained(out_dir)
@@ -165,6 +166,7 @@ def _member_job(cfg: PrepareConfig, name: str, recipe: MemberRecipe, out_dir: Pa
     counts = correct_counts(HFEngine(model, tokenizer), tokenizer, test, params,
                             template=task.QUESTION_TEMPLATE)
     return {"losses": losses, "counts": counts.tolist(), "parameters": count_parameters(model),
+            "sft_batch_size": settings.batch_size, "sft_lr": settings.lr,
             "sft_s": round(sft_s, 1), "eval_s": round(time.time() - t0 - sft_s, 1)}
 
 
@@ -180,9 +182,8 @@ def _report(cfg: PrepareConfig, test: list[Problem], results: dict, *, wall_s: f
     for name in members(cfg):
         r = results[name]
         table = passk_by_subset(np.array(r["counts"]), cfg.eval_samples, subsets, ks)
-        sft = getattr(cfg, name).sft_settings(cfg.sft)
         report[name] = {"parameters": r["parameters"], "sft_steps": getattr(cfg, name).sft_steps,
-                        "sft_batch_size": sft.batch_size, "sft_lr": sft.lr,
+                        "sft_batch_size": r["sft_batch_size"], "sft_lr": r["sft_lr"],
                         "sft_s": r["sft_s"], "eval_s": r["eval_s"], "final_sft_loss": round(r["losses"][-1], 4),
                         "pass_at_k": {s: {str(k): round(v, 4) for k, v in t.items()} for s, t in table.items()}}
     curves = {m: {int(k): v for k, v in report[m]["pass_at_k"]["all"].items()} for m in members(cfg)}

@@ -17,7 +17,7 @@ class MemberRecipe:
 
     `batch_size` and `lr`, when set, replace the shared `sft` block's for this member
     only. (Measured in docs/testbed.md: the learner on half-size batches at twice the
-    rate trains in ~60% of the time, but its flaw lock and skill vary far more by seed.)
+    rate trains in ~53% of the time, but its flaw lock and skill vary far more by seed.)
     """
 
     layers: int
